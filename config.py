@@ -1,0 +1,202 @@
+"""Settings: read once from the environment (and a ``.env`` file), validated, frozen.
+
+This is the only module that knows the setting names. ``load_settings`` is pure: it takes the variables as a
+mapping and either returns a ``Settings`` or raises one ``ConfigError`` that lists every bad value by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
+STORAGE_BACKENDS = ("sqlite", "memory", "blob", "table", "cosmos")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """One or more settings are invalid. The message names each of them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(f"  - {problem}" for problem in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 3978
+    app_id: str = ""
+    app_password: str = ""
+    app_type: str = "MultiTenant"
+    app_tenant_id: str = ""
+    storage: str = "sqlite"
+    sqlite_path: Path = Path(".state/bot.sqlite3")
+    log_level: str = "INFO"
+    azure_storage_connection_string: str = ""
+    azure_storage_account_url: str = ""
+    blob_container: str = "bot-state"
+    table_name: str = "BotState"
+    cosmos_endpoint: str = ""
+    cosmos_key: str = ""
+    cosmos_database: str = "bot-state"
+    cosmos_container: str = "bot-state"
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether requests must carry a Bot Framework token (an app id is configured)."""
+        return bool(self.app_id)
+
+    @property
+    def log_level_number(self) -> int:
+        return logging.getLevelNamesMapping()[self.log_level]
+
+    def __repr__(self) -> str:
+        # Keep the password out of logs and tracebacks.
+        shown = "***" if self.app_password else ""
+        return (
+            f"Settings(host={self.host!r}, port={self.port}, app_id={self.app_id!r}, app_password={shown!r}, "
+            f"app_type={self.app_type!r}, app_tenant_id={self.app_tenant_id!r}, storage={self.storage!r}, "
+            f"sqlite_path={str(self.sqlite_path)!r}, log_level={self.log_level!r}, "
+            f"azure_storage_connection_string={'***' if self.azure_storage_connection_string else ''!r}, "
+            f"azure_storage_account_url={self.azure_storage_account_url!r}, blob_container={self.blob_container!r}, "
+            f"table_name={self.table_name!r}, cosmos_endpoint={self.cosmos_endpoint!r}, "
+            f"cosmos_key={'***' if self.cosmos_key else ''!r}, cosmos_database={self.cosmos_database!r}, "
+            f"cosmos_container={self.cosmos_container!r})"
+        )
+
+
+def _sqlite_path_problem(path: Path) -> str | None:
+    """Why the database can't live at ``path``, or None. Looks only; creates nothing."""
+    if path.exists():
+        if path.is_dir():
+            return f"SQLITE_PATH={path} is a directory, not a database file"
+        if not os.access(path, os.R_OK | os.W_OK):
+            return f"SQLITE_PATH={path} is not readable and writable by this user"
+        return None
+    ancestor = path.parent
+    while not ancestor.exists():
+        if ancestor.parent == ancestor:
+            break
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"SQLITE_PATH={path} cannot be created: {ancestor} is not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"SQLITE_PATH={path} cannot be created: {ancestor} is not writable"
+    return None
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build ``Settings`` from variables, raising ``ConfigError`` that lists every invalid one."""
+    problems: list[str] = []
+    defaults = Settings()
+
+    def get(name: str, default: str) -> str:
+        value = environ.get(name)
+        return default if value is None or value.strip() == "" else value.strip()
+
+    host = get("HOST", defaults.host)
+
+    port_text = get("PORT", str(defaults.port))
+    port = defaults.port
+    try:
+        port = int(port_text)
+    except ValueError:
+        problems.append(f"PORT={port_text!r} is not a whole number (use 1-65535, or 0 for any free port)")
+    else:
+        if not 0 <= port <= 65535:
+            problems.append(f"PORT={port} is out of range (use 1-65535, or 0 for any free port)")
+
+    app_id = get("MicrosoftAppId", "")
+    app_password = get("MicrosoftAppPassword", "")
+    app_tenant_id = get("MicrosoftAppTenantId", "")
+    app_type = get("MicrosoftAppType", defaults.app_type)
+    canonical_types = {name.lower(): name for name in APP_TYPES}
+    if app_type.lower() in canonical_types:
+        app_type = canonical_types[app_type.lower()]
+    else:
+        problems.append(f"MicrosoftAppType={app_type!r} is not one of {', '.join(APP_TYPES)}")
+    if app_password and not app_id:
+        problems.append("MicrosoftAppPassword is set but MicrosoftAppId is empty; set both, or neither for local use")
+    if app_type in ("SingleTenant", "UserAssignedMSI") and app_id and not app_tenant_id:
+        problems.append(f"MicrosoftAppTenantId is required when MicrosoftAppType={app_type}")
+
+    storage = get("STORAGE", defaults.storage).lower()
+    if storage not in STORAGE_BACKENDS:
+        problems.append(f"STORAGE={storage!r} is not one of {', '.join(STORAGE_BACKENDS)}")
+
+    sqlite_path = Path(get("SQLITE_PATH", str(defaults.sqlite_path))).expanduser()
+    if storage == "sqlite":
+        problem = _sqlite_path_problem(sqlite_path)
+        if problem:
+            problems.append(problem)
+
+    azure_connection_string = get("AZURE_STORAGE_CONNECTION_STRING", "")
+    azure_account_url = get("AZURE_STORAGE_ACCOUNT_URL", "")
+    blob_container = get("BLOB_CONTAINER", defaults.blob_container)
+    table_name = get("TABLE_NAME", defaults.table_name)
+    cosmos_endpoint = get("COSMOS_ENDPOINT", "")
+    cosmos_key = get("COSMOS_KEY", "")
+    cosmos_database = get("COSMOS_DATABASE", defaults.cosmos_database)
+    cosmos_container = get("COSMOS_CONTAINER", defaults.cosmos_container)
+    if storage in ("blob", "table"):
+        if not azure_connection_string and not azure_account_url:
+            problems.append(
+                f"STORAGE={storage} needs AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_URL "
+                "to sign in with a managed identity"
+            )
+        elif azure_account_url and not azure_account_url.startswith(("https://", "http://")):
+            problems.append(f"AZURE_STORAGE_ACCOUNT_URL={azure_account_url!r} must be an http(s) URL")
+    if storage == "blob" and not re.fullmatch(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", blob_container):
+        problems.append(
+            f"BLOB_CONTAINER={blob_container!r} is not a valid container name "
+            "(3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit)"
+        )
+    if storage == "table" and not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", table_name):
+        problems.append(f"TABLE_NAME={table_name!r} is not a valid table name (3-63 letters or digits, first a letter)")
+    if storage == "cosmos":
+        if not cosmos_endpoint:
+            problems.append("STORAGE=cosmos needs COSMOS_ENDPOINT (and COSMOS_KEY, or a managed identity)")
+        elif not cosmos_endpoint.startswith("https://"):
+            problems.append(f"COSMOS_ENDPOINT={cosmos_endpoint!r} must be an https:// URL")
+        for name, value in (("COSMOS_DATABASE", cosmos_database), ("COSMOS_CONTAINER", cosmos_container)):
+            if not 1 <= len(value) <= 255 or any(char in value for char in "/\\?#"):
+                problems.append(f"{name}={value!r} must be 1-255 characters without / \\ ? #")
+
+    log_level = get("LOG_LEVEL", defaults.log_level).upper()
+    if log_level not in LOG_LEVELS:
+        problems.append(f"LOG_LEVEL={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+
+    if problems:
+        raise ConfigError(problems)
+    return Settings(
+        host=host,
+        port=port,
+        app_id=app_id,
+        app_password=app_password,
+        app_type=app_type,
+        app_tenant_id=app_tenant_id,
+        storage=storage,
+        sqlite_path=sqlite_path,
+        log_level=log_level,
+        azure_storage_connection_string=azure_connection_string,
+        azure_storage_account_url=azure_account_url,
+        blob_container=blob_container,
+        table_name=table_name,
+        cosmos_endpoint=cosmos_endpoint,
+        cosmos_key=cosmos_key,
+        cosmos_database=cosmos_database,
+        cosmos_container=cosmos_container,
+    )
+
+
+def settings_from_environment(env_file: str | Path = ".env") -> Settings:
+    """Settings from ``os.environ`` layered over ``env_file`` (real environment variables win)."""
+    file_values = {key: value for key, value in dotenv_values(env_file).items() if value is not None}
+    return load_settings({**file_values, **os.environ})

@@ -1,0 +1,235 @@
+"""The storage contract, run unchanged over every backend in tests/backends.py.
+
+No test here knows which backend it runs on; wire-level details live in each backend's own test module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from botbuilder.core import MessageFactory, StoreItem
+from botbuilder.dialogs import DialogInstance, DialogState
+from botbuilder.dialogs.choices import Choice, ListStyle
+from botbuilder.dialogs.prompts import PromptOptions
+
+from storage import ETagConflictError, StateStorage
+from storage.codec import StateEncodingError
+
+KEY = "emulator/users/user-1"
+
+
+async def test_reading_absent_keys_returns_nothing(storage: StateStorage) -> None:
+    assert await storage.read([KEY, "emulator/conversations/none"]) == {}
+    assert await storage.read([]) == {}
+
+
+async def test_a_written_item_reads_back_with_an_e_tag(storage: StateStorage) -> None:
+    await storage.write({KEY: {"name": "Ada", "count": 3, "nested": {"list": [1, "two", None, True]}}})
+
+    item = (await storage.read([KEY]))[KEY]
+
+    assert item["name"] == "Ada"
+    assert item["count"] == 3
+    assert item["nested"] == {"list": [1, "two", None, True]}
+    assert isinstance(item["e_tag"], str)
+    assert item["e_tag"]
+
+
+async def test_write_updates_the_callers_e_tag_so_a_second_save_does_not_conflict(storage: StateStorage) -> None:
+    item: dict[str, object] = {"n": 1}
+    await storage.write({KEY: item})
+    first_tag = item["e_tag"]
+    assert first_tag == (await storage.read([KEY]))[KEY]["e_tag"]
+
+    item["n"] = 2
+    await storage.write({KEY: item})
+
+    stored = (await storage.read([KEY]))[KEY]
+    assert stored["n"] == 2
+    assert stored["e_tag"] == item["e_tag"] != first_tag
+
+
+async def test_mutating_what_read_returned_changes_nothing_until_written(storage: StateStorage) -> None:
+    await storage.write({KEY: {"tags": ["a"], "inner": {"x": 1}}})
+    item = (await storage.read([KEY]))[KEY]
+
+    item["tags"].append("b")
+    item["inner"]["x"] = 2
+    item["extra"] = True
+
+    again = (await storage.read([KEY]))[KEY]
+    assert again["tags"] == ["a"]
+    assert again["inner"] == {"x": 1}
+    assert "extra" not in again
+
+
+async def test_a_stale_e_tag_is_refused_and_the_newer_record_kept(storage: StateStorage) -> None:
+    await storage.write({KEY: {"v": "original"}})
+    first = (await storage.read([KEY]))[KEY]
+    second = (await storage.read([KEY]))[KEY]
+
+    first["v"] = "winner"
+    await storage.write({KEY: first})
+    second["v"] = "loser"
+    with pytest.raises(ETagConflictError):
+        await storage.write({KEY: second})
+
+    assert (await storage.read([KEY]))[KEY]["v"] == "winner"
+
+
+async def test_a_first_write_does_not_overwrite_a_record_created_meanwhile(storage: StateStorage) -> None:
+    await storage.write({KEY: {"v": "created first"}})
+
+    with pytest.raises(ETagConflictError):
+        await storage.write({KEY: {"v": "created second"}})
+
+    assert (await storage.read([KEY]))[KEY]["v"] == "created first"
+
+
+async def test_star_e_tag_creates_or_overwrites(storage: StateStorage) -> None:
+    await storage.write({KEY: {"v": 1, "e_tag": "*"}})
+    await storage.write({KEY: {"v": 2, "e_tag": "*"}})
+
+    assert (await storage.read([KEY]))[KEY]["v"] == 2
+
+
+async def test_writing_over_a_deleted_record_with_its_old_e_tag_conflicts(storage: StateStorage) -> None:
+    await storage.write({KEY: {"v": 1}})
+    item = (await storage.read([KEY]))[KEY]
+    await storage.delete([KEY])
+
+    with pytest.raises(ETagConflictError):
+        await storage.write({KEY: item})
+    assert await storage.read([KEY]) == {}
+
+
+async def test_an_empty_e_tag_is_rejected(storage: StateStorage) -> None:
+    with pytest.raises(ValueError, match="e_tag"):
+        await storage.write({KEY: {"v": 1, "e_tag": ""}})
+    assert await storage.read([KEY]) == {}
+
+
+async def test_delete_removes_only_the_named_keys_and_ignores_absent_ones(storage: StateStorage) -> None:
+    other = "emulator/users/user-2"
+    await storage.write({KEY: {"v": 1}, other: {"v": 2}})
+
+    await storage.delete([KEY, "emulator/users/never-existed"])
+
+    assert await storage.read([KEY, other]) == {other: {"v": 2, "e_tag": (await storage.read([other]))[other]["e_tag"]}}
+
+
+async def test_several_keys_are_read_at_once_and_duplicates_collapse(storage: StateStorage) -> None:
+    keys = [f"emulator/conversations/c{i}" for i in range(5)]
+    await storage.write({key: {"i": i} for i, key in enumerate(keys)})
+
+    items = await storage.read([*keys, keys[0], "absent"])
+
+    assert sorted(items) == sorted(keys)
+    assert [items[key]["i"] for key in keys] == list(range(5))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "msteams/users/29:1abc-DEF_ghi",
+        "webchat/conversations/a/b\\c?d#e",
+        "emulator/users/ünïcødé 名前 🤖",
+        "directline/conversations/" + "x" * 300,
+        "slack/users/%2F..%2Fescape",
+    ],
+)
+async def test_keys_with_awkward_characters_round_trip_without_colliding(storage: StateStorage, key: str) -> None:
+    await storage.write({key: {"who": key}})
+    await storage.write({key + "-twin": {"who": "twin"}})
+
+    items = await storage.read([key, key + "-twin"])
+
+    assert items[key]["who"] == key
+    assert items[key + "-twin"]["who"] == "twin"
+
+
+async def test_text_and_numbers_survive_exactly(storage: StateStorage) -> None:
+    document = {"text": 'line1\nline2\t"quoted" \\ é 😀', "big": 2**53 - 1, "neg": -7, "float": 0.1, "empty": {}}
+    await storage.write({KEY: dict(document)})
+
+    item = (await storage.read([KEY]))[KEY]
+    item.pop("e_tag")
+    assert item == document
+
+
+async def test_dialog_state_round_trips_as_objects(storage: StateStorage) -> None:
+    options = PromptOptions(
+        prompt=MessageFactory.text("How do you travel?"),
+        retry_prompt=MessageFactory.text("Pick one of the options."),
+        choices=[Choice("Car"), Choice("Bus", synonyms=["coach"])],
+        style=ListStyle.suggested_action,
+    )
+    stack = DialogState(
+        [
+            DialogInstance("profile", {"stepIndex": 0, "values": {"draft": {"transport": None}}}),
+            DialogInstance("transport-prompt", {"options": options, "state": {"attemptCount": 1}}),
+        ]
+    )
+    await storage.write({KEY: {"DialogState": stack}})
+
+    restored = (await storage.read([KEY]))[KEY]["DialogState"]
+
+    assert isinstance(restored, DialogState)
+    assert [frame.id for frame in restored.dialog_stack] == ["profile", "transport-prompt"]
+    assert restored.dialog_stack[0].state["values"] == {"draft": {"transport": None}}
+    prompt_options = restored.dialog_stack[1].state["options"]
+    assert prompt_options.prompt.text == "How do you travel?"
+    assert prompt_options.retry_prompt.text == "Pick one of the options."
+    assert [choice.value for choice in prompt_options.choices] == ["Car", "Bus"]
+    assert prompt_options.choices[1].synonyms == ["coach"]
+    assert prompt_options.style is ListStyle.suggested_action
+
+
+async def test_a_value_without_a_json_form_is_refused_and_nothing_is_stored(storage: StateStorage) -> None:
+    class NotSerializable:
+        pass
+
+    with pytest.raises(StateEncodingError, match="NotSerializable"):
+        await storage.write({KEY: {"oops": NotSerializable()}})
+    assert await storage.read([KEY]) == {}
+
+
+async def test_store_items_are_accepted_and_get_their_e_tag(storage: StateStorage) -> None:
+    item = StoreItem(counter=1)
+    await storage.write({KEY: item})
+
+    assert item.e_tag == (await storage.read([KEY]))[KEY]["e_tag"]
+    assert (await storage.read([KEY]))[KEY]["counter"] == 1
+
+
+async def test_concurrent_first_writes_of_one_key_let_exactly_one_win(storage: StateStorage) -> None:
+    results = await asyncio.gather(
+        *(storage.write({KEY: {"writer": i}}) for i in range(5)),
+        return_exceptions=True,
+    )
+
+    winners = [i for i, result in enumerate(results) if result is None]
+    assert len(winners) == 1
+    assert all(isinstance(result, ETagConflictError) for result in results if result is not None)
+    assert (await storage.read([KEY]))[KEY]["writer"] == winners[0]
+
+
+async def test_concurrent_updates_from_one_e_tag_let_exactly_one_win(storage: StateStorage) -> None:
+    await storage.write({KEY: {"writer": None}})
+    base = (await storage.read([KEY]))[KEY]
+
+    results = await asyncio.gather(
+        *(storage.write({KEY: {**base, "writer": i}}) for i in range(5)),
+        return_exceptions=True,
+    )
+
+    winners = [i for i, result in enumerate(results) if result is None]
+    assert len(winners) == 1
+    assert all(isinstance(result, ETagConflictError) for result in results if result is not None)
+    assert (await storage.read([KEY]))[KEY]["writer"] == winners[0]
+
+
+async def test_ping_answers_while_the_store_is_up(storage: StateStorage) -> None:
+    await storage.ping()
+    assert storage.describe()
