@@ -1,0 +1,162 @@
+"""The web app: ``create_app(settings)`` builds everything; ``main()`` runs it.
+
+    python app.py                                                     # what `make run` does
+    gunicorn 'app:create_app' --worker-class aiohttp.GunicornWebWorker  # App Service
+
+Nothing is created at import time. ``create_app`` registers a cleanup context that opens the storage and wires
+storage -> UserState / ConversationState -> bot -> adapter when the app starts, and closes the storage when it
+stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from aiohttp import web
+from botbuilder.core import ConversationState, UserState
+from botbuilder.integration.aiohttp import ConfigurationBotFrameworkAuthentication
+
+from bots import StateBot, StateBotAdapter
+from bots.adapter import error_response
+from config import ConfigError, Settings, settings_from_environment
+from storage import StateStorage, StorageError, build_storage
+
+logger = logging.getLogger(__name__)
+
+MESSAGES_PATH = "/api/messages"
+READY_TIMEOUT_SECONDS = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class BotRuntime:
+    """Everything a request needs, built once per app start."""
+
+    storage: StateStorage
+    bot: StateBot
+    adapter: StateBotAdapter
+
+
+SETTINGS = web.AppKey("settings", Settings)
+RUNTIME = web.AppKey("runtime", BotRuntime)
+
+
+def _authentication(settings: Settings) -> ConfigurationBotFrameworkAuthentication:
+    # The SDK reads its credentials from attributes with these names.
+    return ConfigurationBotFrameworkAuthentication(
+        SimpleNamespace(
+            APP_ID=settings.app_id,
+            APP_PASSWORD=settings.app_password,
+            APP_TYPE=settings.app_type,
+            APP_TENANTID=settings.app_tenant_id,
+        )
+    )
+
+
+async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    storage = await build_storage(settings)
+    logger.info("state storage: %s", storage.describe())
+    try:
+        bot = StateBot(ConversationState(storage), UserState(storage))
+        app[RUNTIME] = BotRuntime(storage=storage, bot=bot, adapter=StateBotAdapter(_authentication(settings)))
+        yield
+    finally:
+        await storage.close()
+
+
+async def messages(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    return await runtime.adapter.handle(request, runtime.bot)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    storage = request.app[RUNTIME].storage
+    try:
+        await asyncio.wait_for(storage.ping(), READY_TIMEOUT_SECONDS)
+    except (StorageError, TimeoutError) as err:
+        reason = str(err) or f"no answer within {READY_TIMEOUT_SECONDS:g} s"
+        logger.warning("readiness check failed: %s", reason)
+        return web.json_response({"status": "unavailable", "storage": storage.name, "reason": reason}, status=503)
+    return web.json_response({"status": "ready", "storage": storage.name})
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as JSON; an unexpected one is logged with its traceback and never shown."""
+    try:
+        return await handler(request)
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        return error_response(err.status, err.reason.lower().replace(" ", "_"), err.reason)
+    except Exception:
+        logger.exception("unhandled error serving %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "the bot hit an unexpected error; it has been logged")
+
+
+async def create_app(settings: Settings | None = None) -> web.Application:
+    """The aiohttp application. Without ``settings`` they are read from the environment and ``.env``."""
+    if settings is None:
+        settings = settings_from_environment()
+    app = web.Application(middlewares=[json_errors])
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_runtime_context)
+    app.router.add_post(MESSAGES_PATH, messages)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+def _bind(settings: Settings) -> socket.socket:
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def main() -> int:
+    try:
+        settings = settings_from_environment()
+    except ConfigError as err:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+        logger.error("cannot start: %s", err)
+        return 2
+    logging.basicConfig(level=settings.log_level_number, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        sock = _bind(settings)
+    except OSError as err:
+        logger.error("cannot start: HOST=%s PORT=%s cannot be bound: %s", settings.host, settings.port, err)
+        return 2
+    host, port = sock.getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    logger.info("bot listening; Emulator URL: http://%s:%s%s", shown_host, port, MESSAGES_PATH)
+    if not settings.auth_enabled:
+        logger.info("MicrosoftAppId is empty: leave App ID and password empty in the Emulator")
+    try:
+        web.run_app(create_app(settings), sock=sock, print=None, access_log=None)
+    except StorageError as err:
+        logger.error("cannot start: %s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

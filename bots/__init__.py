@@ -1,0 +1,6 @@
+"""The bot (what it says) and its adapter (how a turn arrives over HTTP)."""
+
+from .adapter import StateBotAdapter
+from .state_bot import StateBot
+
+__all__ = ["StateBot", "StateBotAdapter"]

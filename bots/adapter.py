@@ -1,0 +1,180 @@
+"""The HTTP side of a turn: request checks, authentication, one turn per conversation at a time, errors.
+
+``StateBotAdapter`` is botbuilder's ``CloudAdapter`` with the parts that go wrong in 4.17.1 done here instead:
+
+* malformed requests get a 4xx with a JSON body (the SDK answers 500 with a traceback, or 404);
+* ``deliveryMode: expectReplies`` returns 200 ``{"activities": [...]}`` (the SDK serializes the body twice and
+  answers 500);
+* a bad bearer token is a 401, not a 500;
+* turns of one conversation run one at a time in this process, so two quick messages do not race on state;
+* the turn error handler tells the user and logs, and never deletes stored state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import jwt
+from aiohttp import web
+from botbuilder.core import Bot, TurnContext
+from botbuilder.integration.aiohttp import CloudAdapter
+from botbuilder.schema import Activity, ActivityTypes
+from botframework.connector.auth import BotFrameworkAuthentication
+from msrest.exceptions import DeserializationError
+from msrest.serialization import Model
+
+from storage import StorageError
+
+logger = logging.getLogger(__name__)
+
+APOLOGY = "Sorry, something went wrong on my side. What you had stored with me is safe; please try again."
+
+
+class RequestError(Exception):
+    """A request we refuse, with the HTTP status and a message safe to show the caller."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+class ConversationLocks:
+    """One ``asyncio.Lock`` per conversation, dropped again when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+def parse_activity(body: object) -> Activity:
+    """Turn a decoded JSON body into an Activity, or raise ``RequestError`` naming what is wrong."""
+    if not isinstance(body, dict):
+        raise RequestError(400, "invalid_activity", "the request body must be a JSON object (an Activity)")
+    try:
+        activity = Activity().deserialize(body)
+    except (DeserializationError, TypeError, ValueError, AttributeError) as err:
+        raise RequestError(400, "invalid_activity", f"the activity could not be read: {err}") from err
+    missing = [
+        name
+        for name, value in (
+            ("type", activity.type),
+            ("channelId", activity.channel_id),
+            ("serviceUrl", activity.service_url),
+            ("conversation.id", activity.conversation and activity.conversation.id),
+            ("from.id", activity.from_property and activity.from_property.id),
+            ("recipient.id", activity.recipient and activity.recipient.id),
+        )
+        if not value or not isinstance(value, str)
+    ]
+    if missing:
+        raise RequestError(400, "invalid_activity", f"the activity is missing {', '.join(missing)}")
+    if not activity.service_url.startswith(("http://", "https://")):
+        raise RequestError(400, "invalid_activity", "serviceUrl must be an http(s) URL")
+    return activity
+
+
+class StateBotAdapter(CloudAdapter):
+    def __init__(self, authentication: BotFrameworkAuthentication) -> None:
+        super().__init__(authentication)
+        self._locks = ConversationLocks()
+        self.on_turn_error = self._on_turn_error
+
+    async def handle(self, request: web.Request, bot: Bot) -> web.Response:
+        """Serve one ``POST /api/messages``."""
+        try:
+            activity = parse_activity(await self._read_json(request))
+        except RequestError as err:
+            return error_response(err.status, err.code, err.message)
+
+        conversation_key = f"{activity.channel_id}/{activity.conversation.id}"
+        auth_header = request.headers.get("Authorization", "")
+        try:
+            async with self._locks.hold(conversation_key):
+                invoke_response = await self.process_activity(auth_header, activity, bot.on_turn)
+        except (PermissionError, jwt.InvalidTokenError) as err:
+            logger.info("rejected a request that failed authentication: %s", err)
+            return error_response(401, "unauthorized", "the request's Authorization header was missing or invalid")
+        except StorageError as err:
+            logger.warning("turn of %s failed: state storage is unavailable: %s", conversation_key, err)
+            return error_response(503, "storage_unavailable", "the bot's state storage is unavailable; retry later")
+
+        if invoke_response is None:
+            return web.Response(status=201)
+        return web.json_response(_plain(invoke_response.body), status=int(invoke_response.status))
+
+    @staticmethod
+    async def _read_json(request: web.Request) -> Any:
+        if request.content_type != "application/json":
+            raise RequestError(415, "unsupported_media_type", "send the activity as Content-Type: application/json")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge as err:
+            raise RequestError(
+                413, "too_large", f"the request body is larger than {request.client_max_size} bytes"
+            ) from err
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise RequestError(400, "invalid_json", f"the request body is not valid JSON: {err}") from err
+
+    async def _on_turn_error(self, turn_context: TurnContext, error: Exception) -> None:
+        """Log, tell the user and the Emulator, keep every stored byte. Storage failures become a 503."""
+        activity = turn_context.activity
+        logger.error(
+            "turn failed (channel=%s conversation=%s activity=%s)",
+            activity.channel_id,
+            activity.conversation.id if activity.conversation else None,
+            activity.id,
+            exc_info=error,
+        )
+        try:
+            await turn_context.send_activity(APOLOGY)
+            await turn_context.send_activity(
+                Activity(
+                    type=ActivityTypes.trace,
+                    name="on_turn_error",
+                    label="TurnError",
+                    value=f"{type(error).__name__}: {error}",
+                    value_type="https://www.botframework.com/schemas/error",
+                )
+            )
+        except Exception:
+            logger.exception("could not tell the user about the failed turn")
+        if isinstance(error, StorageError):
+            raise error
+
+
+def _plain(body: object) -> object:
+    """An invoke body as JSON-ready data (the SDK sometimes hands back models, sometimes dicts)."""
+    if isinstance(body, Model):
+        return body.serialize()
+    if isinstance(body, list):
+        return [_plain(item) for item in body]
+    return body

@@ -1,0 +1,182 @@
+"""The conversation: welcome, learn the user's name, echo, commands, and the dialogs behind them.
+
+The bot reads and writes only through state property accessors; where the state lives is the storage's
+business. Both states are saved at the end of every turn, including turns that fail.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from botbuilder.core import ActivityHandler, ConversationState, MessageFactory, TurnContext, UserState
+from botbuilder.dialogs import DialogContext, DialogSet
+from botbuilder.schema import ChannelAccount
+
+from data_models import ConversationData, UserProfile
+from data_models.accessors import (
+    CONVERSATION_DATA_PROPERTY,
+    DIALOG_STATE_PROPERTY,
+    USER_PROFILE_PROPERTY,
+    ModelProperty,
+)
+from dialogs import (
+    FORGET_DIALOG,
+    PROFILE_DIALOG,
+    ForgetDialog,
+    ProfileDialog,
+    check_name,
+    describe_profile,
+    picture_attachment,
+)
+
+logger = logging.getLogger(__name__)
+
+COMMANDS = {
+    "help": "show this list",
+    "profile": "fill in your profile (transport, name, age, picture)",
+    "show": "show what I have stored about you",
+    "cancel": "stop the question we are in the middle of",
+    "forget": "delete everything I know about you",
+}
+HELP_TEXT = "Here is what I understand:\n\n" + "\n".join(f"- **{name}**: {what}" for name, what in COMMANDS.items())
+ASK_NAME = "What's your name?"
+
+
+def command_of(text: str | None) -> str | None:
+    """The command a message is, if it is exactly one (case and surrounding spaces ignored)."""
+    word = (text or "").strip().lower()
+    return word if word in COMMANDS else None
+
+
+def received_at(activity_timestamp: datetime | None, local_timestamp: datetime | None) -> datetime:
+    """When the message was sent: the channel's local time when it gives one, else its UTC timestamp."""
+    if local_timestamp is not None and local_timestamp.tzinfo is not None:
+        return local_timestamp
+    if activity_timestamp is not None:
+        return activity_timestamp if activity_timestamp.tzinfo else activity_timestamp.replace(tzinfo=UTC)
+    return datetime.now(UTC)
+
+
+def format_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S %:z")
+
+
+class StateBot(ActivityHandler):
+    def __init__(self, conversation_state: ConversationState, user_state: UserState) -> None:
+        self._conversation_state = conversation_state
+        self._user_state = user_state
+        self._profile = ModelProperty(user_state, USER_PROFILE_PROPERTY, UserProfile)
+        self._conversation = ModelProperty(conversation_state, CONVERSATION_DATA_PROPERTY, ConversationData)
+        self._dialogs = DialogSet(conversation_state.create_property(DIALOG_STATE_PROPERTY))
+        self._dialogs.add(ProfileDialog(self._profile))
+        self._dialogs.add(ForgetDialog(self._erase_user))
+
+    async def on_turn(self, turn_context: TurnContext) -> None:
+        try:
+            await super().on_turn(turn_context)
+        finally:
+            # Saved even when the turn failed, so what the user already saw replies to is not lost.
+            await self._conversation_state.save_changes(turn_context)
+            await self._user_state.save_changes(turn_context)
+
+    async def on_members_added_activity(self, members_added: list[ChannelAccount], turn_context: TurnContext) -> None:
+        for member in members_added:
+            if member.id == turn_context.activity.recipient.id:
+                continue
+            # UserState is keyed by the activity's sender, so only the sender's profile can be looked up here.
+            profile = UserProfile()
+            if member.id == turn_context.activity.from_property.id:
+                profile = await self._profile.get(turn_context)
+            if profile.name:
+                await turn_context.send_activity(f"Welcome back, {profile.name}! Type 'help' to see what I can do.")
+                continue
+            await turn_context.send_activity(
+                "Hello and welcome! I'm a bot that remembers you: your name and profile stay with me "
+                "across conversations until you tell me to forget them.\n\n" + HELP_TEXT + "\n\n" + ASK_NAME
+            )
+            if member.id == turn_context.activity.from_property.id:
+                data = await self._conversation.get(turn_context)
+                await self._conversation.set(turn_context, replace(data, asked_for_name=True))
+
+    async def on_message_activity(self, turn_context: TurnContext) -> None:
+        data = await self._conversation.get(turn_context)
+        data = replace(data, message_count=data.message_count + 1)
+        await self._conversation.set(turn_context, data)
+
+        dialog_context = await self._dialogs.create_context(turn_context)
+        command = command_of(turn_context.activity.text)
+        if dialog_context.active_dialog is not None:
+            await self._continue_dialog(dialog_context, command)
+        elif command is not None:
+            await self._run_command(dialog_context, command)
+        else:
+            await self._converse(turn_context, data)
+
+    async def _continue_dialog(self, dialog_context: DialogContext, command: str | None) -> None:
+        if command == "cancel":
+            await dialog_context.cancel_all_dialogs()
+            await dialog_context.context.send_activity("Cancelled. Nothing you stored before has changed.")
+        elif command == "help":
+            await dialog_context.context.send_activity(HELP_TEXT)
+            await dialog_context.reprompt_dialog()
+        else:
+            await dialog_context.continue_dialog()
+
+    async def _run_command(self, dialog_context: DialogContext, command: str) -> None:
+        turn_context = dialog_context.context
+        if command == "help":
+            await turn_context.send_activity(HELP_TEXT)
+        elif command == "profile":
+            await dialog_context.begin_dialog(PROFILE_DIALOG)
+        elif command == "forget":
+            await dialog_context.begin_dialog(FORGET_DIALOG)
+        elif command == "cancel":
+            await turn_context.send_activity("There is nothing to cancel.")
+        elif command == "show":
+            profile = await self._profile.get(turn_context)
+            if profile.is_empty:
+                await turn_context.send_activity("I don't have anything stored about you yet. Try 'profile'.")
+                return
+            reply = MessageFactory.text("This is what I have stored about you:\n\n" + describe_profile(profile))
+            if profile.picture:
+                reply.attachments = [picture_attachment(profile.picture)]
+            await turn_context.send_activity(reply)
+
+    async def _converse(self, turn_context: TurnContext, data: ConversationData) -> None:
+        profile = await self._profile.get(turn_context)
+        if profile.name:
+            await turn_context.send_activity(self._echo(turn_context, profile.name, data.message_count))
+            return
+        if not data.asked_for_name:
+            await self._conversation.set(turn_context, replace(data, asked_for_name=True))
+            await turn_context.send_activity(f"Hello! I don't know you yet. {ASK_NAME}")
+            return
+        problem = check_name(turn_context.activity.text)
+        if problem:
+            await turn_context.send_activity(f"Sorry, {problem}. {ASK_NAME}")
+            return
+        name = turn_context.activity.text.strip()
+        await self._profile.set(turn_context, replace(profile, name=name))
+        await self._conversation.set(turn_context, replace(data, asked_for_name=False))
+        await turn_context.send_activity(
+            f"Thanks, {name}! I'll remember you. Send me anything and I'll echo it; type 'help' for commands."
+        )
+
+    @staticmethod
+    def _echo(turn_context: TurnContext, name: str, number: int) -> str:
+        activity = turn_context.activity
+        moment = received_at(activity.timestamp, activity.local_timestamp)
+        return (
+            f"{name} sent: {activity.text or ''}\n\n"
+            f"Message #{number} in this conversation, received {format_time(moment)} "
+            f"on channel '{activity.channel_id}'."
+        )
+
+    async def _erase_user(self, turn_context: TurnContext) -> None:
+        """Delete the user's profile record and this conversation's record (the "forget" command)."""
+        for state in (self._user_state, self._conversation_state):
+            await state.load(turn_context)
+            await state.delete(turn_context)
+        logger.info("erased the stored state of a user on channel %s", turn_context.activity.channel_id)

@@ -1,0 +1,198 @@
+"""The profile dialog: transport, name, age (optional), picture (optional), summary, confirm.
+
+Answers are collected in a draft kept in the waterfall's own values, which live on the dialog stack in
+ConversationState. The stored ``UserProfile`` is written only by the final "yes": "no", ``cancel`` or a
+conversation that is simply abandoned leave it exactly as it was. Because the stack is saved every turn, a
+restart in the middle of the dialog continues at the same step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botbuilder.core import MessageFactory
+from botbuilder.dialogs import (
+    ComponentDialog,
+    DialogTurnResult,
+    WaterfallDialog,
+    WaterfallStepContext,
+)
+from botbuilder.dialogs.choices import Choice, FoundChoice, ListStyle
+from botbuilder.dialogs.prompts import (
+    AttachmentPrompt,
+    ChoicePrompt,
+    ConfirmPrompt,
+    NumberPrompt,
+    PromptOptions,
+    PromptValidatorContext,
+    TextPrompt,
+)
+from botbuilder.schema import ActionTypes, Attachment, CardAction
+
+from data_models import Picture, UserProfile
+from data_models.accessors import ModelProperty
+
+from .names import NAME_MAX_LENGTH, check_name
+
+# Stable ids: saved dialog stacks refer to them, so renaming one breaks conversations in flight.
+PROFILE_DIALOG = "profile"
+_STEPS = "profile.steps"
+_TRANSPORT_PROMPT = "profile.transport"
+_NAME_PROMPT = "profile.name"
+_WANTS_AGE_PROMPT = "profile.wants-age"
+_AGE_PROMPT = "profile.age"
+_PICTURE_PROMPT = "profile.picture"
+_CONFIRM_PROMPT = "profile.confirm"
+
+TRANSPORT_CHOICES = ("Car", "Bus", "Bicycle")
+AGE_MIN, AGE_MAX = 1, 149
+PICTURE_TYPES = ("image/jpeg", "image/png")
+SKIP = "skip"
+_DRAFT = "draft"
+
+
+def _text(text: str) -> Any:
+    return MessageFactory.text(text)
+
+
+class ProfileDialog(ComponentDialog):
+    def __init__(self, profile: ModelProperty[UserProfile]) -> None:
+        super().__init__(PROFILE_DIALOG)
+        self._profile = profile
+        self.add_dialog(
+            WaterfallDialog(
+                _STEPS,
+                [
+                    self._ask_transport,
+                    self._ask_name,
+                    self._ask_wants_age,
+                    self._ask_age,
+                    self._ask_picture,
+                    self._confirm,
+                    self._finish,
+                ],
+            )
+        )
+        self.add_dialog(ChoicePrompt(_TRANSPORT_PROMPT))
+        self.add_dialog(TextPrompt(_NAME_PROMPT, _validate_name))
+        self.add_dialog(ConfirmPrompt(_WANTS_AGE_PROMPT, default_locale="en-us"))
+        self.add_dialog(NumberPrompt(_AGE_PROMPT, _validate_age, default_locale="en-us"))
+        self.add_dialog(AttachmentPrompt(_PICTURE_PROMPT, _validate_picture))
+        self.add_dialog(ConfirmPrompt(_CONFIRM_PROMPT, default_locale="en-us"))
+        self.initial_dialog_id = _STEPS
+
+    async def _ask_transport(self, step: WaterfallStepContext) -> DialogTurnResult:
+        step.values[_DRAFT] = {}
+        return await step.prompt(
+            _TRANSPORT_PROMPT,
+            PromptOptions(
+                prompt=_text("How do you usually get around?"),
+                retry_prompt=_text(f"Please pick one of: {', '.join(TRANSPORT_CHOICES)}."),
+                choices=[Choice(value) for value in TRANSPORT_CHOICES],
+                style=ListStyle.suggested_action,
+            ),
+        )
+
+    async def _ask_name(self, step: WaterfallStepContext) -> DialogTurnResult:
+        found: FoundChoice = step.result
+        step.values[_DRAFT]["transport"] = found.value
+        prompt = _text("What name should I store?")
+        current = (await self._profile.get(step.context)).name
+        if current:
+            prompt = MessageFactory.suggested_actions(
+                [CardAction(type=ActionTypes.im_back, title=current, value=current)],
+                f"What name should I store? (You can keep {current}.)",
+            )
+        return await step.prompt(
+            _NAME_PROMPT,
+            PromptOptions(
+                prompt=prompt,
+                retry_prompt=_text(f"A name needs 1 to {NAME_MAX_LENGTH} characters. What name should I store?"),
+            ),
+        )
+
+    async def _ask_wants_age(self, step: WaterfallStepContext) -> DialogTurnResult:
+        step.values[_DRAFT]["name"] = step.result.strip()
+        return await step.prompt(
+            _WANTS_AGE_PROMPT, PromptOptions(prompt=_text("Would you like to tell me your age? (yes or no)"))
+        )
+
+    async def _ask_age(self, step: WaterfallStepContext) -> DialogTurnResult:
+        if not step.result:
+            return await step.next(None)
+        return await step.prompt(
+            _AGE_PROMPT,
+            PromptOptions(
+                prompt=_text("How old are you?"),
+                retry_prompt=_text(f"Please give your age as a whole number from {AGE_MIN} to {AGE_MAX}."),
+            ),
+        )
+
+    async def _ask_picture(self, step: WaterfallStepContext) -> DialogTurnResult:
+        step.values[_DRAFT]["age"] = int(step.result) if step.result is not None else None
+        return await step.prompt(
+            _PICTURE_PROMPT,
+            PromptOptions(
+                prompt=_text(f"Send me a profile picture (JPEG or PNG), or type {SKIP}."),
+                retry_prompt=_text(f"That wasn't a JPEG or PNG picture. Send one, or type {SKIP}."),
+            ),
+        )
+
+    async def _confirm(self, step: WaterfallStepContext) -> DialogTurnResult:
+        picture = _first_picture(step.result)
+        step.values[_DRAFT]["picture"] = picture.to_dict() if picture else None
+        draft = UserProfile.from_dict(step.values[_DRAFT])
+        await step.context.send_activity(_text("Here is what I've got:\n\n" + describe_profile(draft)))
+        return await step.prompt(_CONFIRM_PROMPT, PromptOptions(prompt=_text("Shall I save this profile? (yes or no)")))
+
+    async def _finish(self, step: WaterfallStepContext) -> DialogTurnResult:
+        if step.result:
+            await self._profile.set(step.context, UserProfile.from_dict(step.values[_DRAFT]))
+            await step.context.send_activity(_text("Saved. Type 'show' to see your profile any time."))
+        else:
+            await step.context.send_activity(_text("OK, I've discarded those answers; your profile is unchanged."))
+        return await step.end_dialog()
+
+
+def describe_profile(profile: UserProfile) -> str:
+    """The profile as a short readable list (shared by the summary and the ``show`` command)."""
+    lines = [
+        f"- Name: {profile.name or '(not given)'}",
+        f"- Transport: {profile.transport or '(not given)'}",
+        f"- Age: {profile.age if profile.age is not None else '(not given)'}",
+        f"- Picture: {(profile.picture.name or 'yes') if profile.picture else '(none)'}",
+    ]
+    return "\n".join(lines)
+
+
+def picture_attachment(picture: Picture) -> Attachment:
+    return Attachment(content_type=picture.content_type, content_url=picture.url, name=picture.name)
+
+
+def _first_picture(attachments: list[Attachment] | None) -> Picture | None:
+    for attachment in attachments or []:
+        if attachment.content_type in PICTURE_TYPES and attachment.content_url:
+            return Picture(attachment.content_type, attachment.content_url, attachment.name)
+    return None
+
+
+async def _validate_name(prompt: PromptValidatorContext) -> bool:
+    return prompt.recognized.succeeded and check_name(prompt.recognized.value) is None
+
+
+async def _validate_age(prompt: PromptValidatorContext) -> bool:
+    if not prompt.recognized.succeeded:
+        return False
+    value = prompt.recognized.value
+    return float(value).is_integer() and AGE_MIN <= value <= AGE_MAX
+
+
+async def _validate_picture(prompt: PromptValidatorContext) -> bool:
+    if prompt.recognized.succeeded and _first_picture(prompt.recognized.value):
+        prompt.recognized.value = [a for a in prompt.recognized.value if a.content_type in PICTURE_TYPES]
+        return True
+    text = (prompt.context.activity.text or "").strip().lower()
+    if text == SKIP:
+        prompt.recognized.value = None
+        return True
+    return False

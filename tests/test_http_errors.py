@@ -1,0 +1,241 @@
+"""Bad requests, authentication, failing turns and an unready store, over real HTTP against the real app."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from app import RUNTIME, create_app
+from config import Settings, load_settings
+from tests.channel import Conversation, FakeChannel
+
+
+async def post_raw(http: aiohttp.ClientSession, url: str, data: bytes, content_type: str | None) -> tuple[int, Any]:
+    headers = {"Content-Type": content_type} if content_type else {}
+    skip = () if content_type else ("Content-Type",)
+    async with http.post(url, data=io.BytesIO(data), headers=headers, skip_auto_headers=skip) as response:
+        assert response.content_type == "application/json", await response.text()
+        return response.status, await response.json()
+
+
+def a_message(channel: FakeChannel, **overrides: Any) -> dict[str, Any]:
+    activity = {
+        "type": "message",
+        "text": "hi",
+        "channelId": "emulator",
+        "serviceUrl": channel.url,
+        "from": {"id": "u1"},
+        "recipient": {"id": "bot"},
+        "conversation": {"id": "c1"},
+    }
+    activity.update(overrides)
+    return {key: value for key, value in activity.items() if value is not None}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "code"),
+    [
+        (b"{not json", "application/json", 400, "invalid_json"),
+        (b"", "application/json", 400, "invalid_json"),
+        (b"\xff\xfe", "application/json", 400, "invalid_json"),
+        (b"[]", "application/json", 400, "invalid_activity"),
+        (b'"text"', "application/json", 400, "invalid_activity"),
+        (b'{"type": "message"}', "text/plain", 415, "unsupported_media_type"),
+        (b'{"type": "message"}', None, 415, "unsupported_media_type"),
+    ],
+)
+async def test_malformed_bodies_get_a_4xx_with_a_json_error(
+    http: aiohttp.ClientSession, bot_url: str, body: bytes, content_type: str | None, status: int, code: str
+) -> None:
+    got_status, got = await post_raw(http, bot_url, body, content_type)
+
+    assert got_status == status
+    assert got["error"]["code"] == code
+    assert "Traceback" not in json.dumps(got)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "missing"),
+    [
+        ({"type": None}, "type"),
+        ({"conversation": None}, "conversation.id"),
+        ({"conversation": {}}, "conversation.id"),
+        ({"from": None}, "from.id"),
+        ({"channelId": None}, "channelId"),
+        ({"serviceUrl": None}, "serviceUrl"),
+        ({"recipient": None}, "recipient.id"),
+    ],
+)
+async def test_activities_missing_required_fields_are_refused_by_name(
+    http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel, overrides: dict[str, Any], missing: str
+) -> None:
+    status, body = await post_raw(
+        http, bot_url, json.dumps(a_message(channel, **overrides)).encode(), "application/json"
+    )
+
+    assert status == 400
+    assert missing in body["error"]["message"]
+    assert channel.received == []
+
+
+async def test_a_non_http_service_url_is_refused(
+    http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel
+) -> None:
+    activity = a_message(channel, serviceUrl="file:///etc/passwd")
+
+    status, body = await post_raw(http, bot_url, json.dumps(activity).encode(), "application/json")
+
+    assert status == 400
+    assert "serviceUrl" in body["error"]["message"]
+
+
+async def test_an_oversized_body_is_413(http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel) -> None:
+    activity = a_message(channel, text="x" * (1024 * 1024 + 1))
+
+    status, body = await post_raw(http, bot_url, json.dumps(activity).encode(), "application/json")
+
+    assert status == 413
+    assert body["error"]["code"] == "too_large"
+
+
+async def test_unknown_routes_and_methods_answer_json(http: aiohttp.ClientSession, bot_url: str) -> None:
+    async with http.get(bot_url) as response:
+        assert response.status == 405
+        assert (await response.json())["error"]["code"] == "method_not_allowed"
+    async with http.get(bot_url.replace("/api/messages", "/nope")) as response:
+        assert response.status == 404
+        assert (await response.json())["error"]["code"] == "not_found"
+
+
+@pytest.fixture
+def secured_settings(tmp_path: Path) -> Settings:
+    return load_settings(
+        {
+            "PORT": "0",
+            "SQLITE_PATH": str(tmp_path / "bot.sqlite3"),
+            "MicrosoftAppId": "00000000-0000-0000-0000-000000000001",
+            "MicrosoftAppPassword": "not-a-real-secret",
+        }
+    )
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer garbage", "Basic dXNlcjpwYXNz", "Bearer a.b.c"])
+async def test_with_an_app_id_requests_without_a_valid_token_are_401(
+    http: aiohttp.ClientSession, secured_settings: Settings, channel: FakeChannel, authorization: str | None
+) -> None:
+    """Microsoft's token endpoints are unreachable here, so only tokens refused before any network call are tried."""
+    runner = web.AppRunner(await create_app(secured_settings))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/messages"
+        headers = {"Authorization": authorization} if authorization else {}
+        async with http.post(url, json=a_message(channel), headers=headers) as response:
+            status, body = response.status, await response.json()
+    finally:
+        await runner.cleanup()
+
+    assert status == 401
+    assert body["error"]["code"] == "unauthorized"
+    assert channel.received == []
+
+
+async def test_a_corrupt_record_fails_the_turn_cleanly_and_is_left_in_place(
+    conversation: Conversation, settings: Settings
+) -> None:
+    """A real failure inside a turn: the user's stored record is not JSON. The user is told, the Emulator gets
+    a trace, the caller gets a 503, and the record is not overwritten or deleted."""
+    await conversation.say("hi")
+    await conversation.say("Ada")
+    key = f"emulator/users/{conversation.user_id}"
+    with sqlite3.connect(settings.sqlite_path) as db:
+        db.execute("UPDATE bot_state SET document = '{broken' WHERE key = ?", (key,))
+
+    reply = await conversation.post(conversation.activity("message", text="hello"))
+
+    assert reply.status == 503
+    assert reply.body["error"]["code"] == "storage_unavailable"
+    if not conversation.expect_replies:
+        assert "something went wrong" in reply.text
+        [trace] = [a for a in reply.activities if a["type"] == "trace"]
+        assert "CorruptRecordError" in trace["value"]
+    with sqlite3.connect(settings.sqlite_path) as db:
+        assert db.execute("SELECT document FROM bot_state WHERE key = ?", (key,)).fetchone() == ("{broken",)
+
+
+async def test_readyz_is_503_with_a_reason_when_the_store_does_not_answer(
+    http: aiohttp.ClientSession, settings: Settings
+) -> None:
+    app = await create_app(settings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        await app[RUNTIME].storage.close()  # the store goes away under a running app
+
+        async with http.get(f"{base}/readyz") as response:
+            status, body = response.status, await response.json()
+        async with http.get(f"{base}/healthz") as response:
+            health = response.status
+    finally:
+        await runner.cleanup()
+
+    assert status == 503
+    assert body["status"] == "unavailable"
+    assert body["storage"] == "sqlite"
+    assert body["reason"]
+    assert health == 200
+
+
+async def test_a_bug_in_a_turn_is_apologised_for_and_state_is_saved_not_deleted(
+    http: aiohttp.ClientSession, settings: Settings, channel: FakeChannel
+) -> None:
+    """The real adapter and storage with a bot whose echo is broken: the turn fails after updating state."""
+    from botbuilder.core import ConversationState, UserState
+
+    from app import _authentication
+    from bots import StateBot, StateBotAdapter
+    from storage import SqliteStorage
+
+    class BrokenEcho(StateBot):
+        @staticmethod
+        def _echo(*args: object) -> str:
+            raise RuntimeError("the echo is broken")
+
+    storage = await SqliteStorage.open(settings.sqlite_path)
+    bot = BrokenEcho(ConversationState(storage), UserState(storage))
+    adapter = StateBotAdapter(_authentication(settings))
+
+    async def messages(request: web.Request) -> web.Response:
+        return await adapter.handle(request, bot)
+
+    app = web.Application()
+    app.router.add_post("/api/messages", messages)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        talk = Conversation(http, f"http://127.0.0.1:{runner.addresses[0][1]}/api/messages", channel)
+        await talk.say("hi")
+        await talk.say("Ada")
+
+        reply = await talk.say("this breaks")
+
+        assert reply.status == 201
+        assert "something went wrong" in reply.text
+        assert any(a["type"] == "trace" and "the echo is broken" in a["value"] for a in reply.activities)
+        user = await storage.read([f"emulator/users/{talk.user_id}"])
+        conversation = await storage.read([f"emulator/conversations/{talk.conversation_id}"])
+        assert next(iter(user.values()))["UserProfile"]["name"] == "Ada"
+        assert next(iter(conversation.values()))["ConversationData"]["message_count"] == 3
+    finally:
+        await runner.cleanup()
+        await storage.close()
