@@ -3,11 +3,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
+from app import MESSAGES_PATH, create_app
+from config import Settings, load_settings
 from storage import StateStorage
 from tests.backends import BACKENDS
+from tests.channel import Conversation, FakeChannel
 
 
 @pytest_asyncio.fixture(params=sorted(BACKENDS))
@@ -18,3 +23,49 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield store
     finally:
         await store.close()
+
+
+# The cosmosdb-server fixture (session-scoped), used by the "cosmos" entry of tests/backends.py.
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for an app under test: sqlite in a private folder, any free port, no credentials."""
+    return load_settings({"PORT": "0", "SQLITE_PATH": str(tmp_path / "state" / "bot.sqlite3")})
+
+
+@pytest_asyncio.fixture
+async def channel() -> AsyncIterator[FakeChannel]:
+    fake = FakeChannel()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest_asyncio.fixture
+async def bot_url(settings: Settings) -> AsyncIterator[str]:
+    """The real app, served over real HTTP on 127.0.0.1 and a free port; yields its messages URL."""
+    runner = web.AppRunner(await create_app(settings), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        yield f"http://127.0.0.1:{port}{MESSAGES_PATH}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest_asyncio.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture(params=[False, True], ids=["normal", "expectReplies"])
+def conversation(request: pytest.FixtureRequest, http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel):
+    """A new user in a new conversation with the bot, in each delivery mode."""
+    return Conversation(http, bot_url, channel, expect_replies=request.param)
+
+

@@ -1,0 +1,106 @@
+"""Run the bot as a real process (``python app.py`` or gunicorn) for restart and multi-worker tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+URL_LINE = re.compile(r"Emulator URL: (http://\S+)")
+START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    """A port the OS says is free right now on 127.0.0.1 (for programs that cannot report the port they got)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Every setting is passed explicitly (empty means "default"), so a developer's .env or shell cannot leak in.
+_NEUTRAL = dict.fromkeys(
+    (
+        "HOST",
+        "PORT",
+        "STORAGE",
+        "SQLITE_PATH",
+        "LOG_LEVEL",
+        "MicrosoftAppId",
+        "MicrosoftAppPassword",
+        "MicrosoftAppType",
+        "MicrosoftAppTenantId",
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AZURE_STORAGE_ACCOUNT_URL",
+        "COSMOS_ENDPOINT",
+        "COSMOS_KEY",
+    ),
+    "",
+)
+
+
+def bot_environment(**settings: str) -> dict[str, str]:
+    """The current environment with every bot setting neutralised, then ``settings``."""
+    return {**os.environ, **_NEUTRAL, **settings}
+
+
+class BotProcess:
+    """``python app.py`` in its own process; the URL is read from its start-up log line."""
+
+    def __init__(self, log_path: Path, **settings: str) -> None:
+        self.log_path = log_path
+        self.env = bot_environment(**{"PORT": "0", **settings})
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "app.py"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        offset = self.log_path.stat().st_size if self.url else 0
+        while time.monotonic() < deadline:
+            found = URL_LINE.findall(self.log_path.read_text(errors="replace")[offset:])
+            if found and await self._answers(found[-1]):
+                self.url = found[-1]
+                return self.url
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the bot exited with {self.process.returncode}:\n{self.log_path.read_text()}")
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"the bot did not start within {START_TIMEOUT} s:\n{self.log_path.read_text()}")
+
+    async def _answers(self, url: str) -> bool:
+        host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+        try:
+            _, writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
+
+    async def stop(self) -> int:
+        """SIGTERM, as App Service and systemd stop a process; returns the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return await asyncio.to_thread(self.process.wait, 30)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def run_app_expecting_failure(**settings: str) -> subprocess.CompletedProcess[str]:
+    """Start ``python app.py`` with bad settings; it must stop by itself quickly."""
+    env = bot_environment(**{"PORT": "0", **settings})
+    return subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)

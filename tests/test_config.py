@@ -1,0 +1,132 @@
+"""Settings: defaults, conversions, and one clear error naming every bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, Settings, load_settings, settings_from_environment
+
+
+def test_defaults_are_local_and_sqlite() -> None:
+    settings = load_settings({})
+
+    assert settings == Settings()
+    assert (settings.host, settings.port, settings.storage) == ("127.0.0.1", 3978, "sqlite")
+    assert settings.sqlite_path == Path(".state/bot.sqlite3")
+    assert not settings.auth_enabled
+
+
+def test_values_are_read_trimmed_and_converted(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "HOST": " 0.0.0.0 ",
+            "PORT": "8080",
+            "MicrosoftAppId": "app",
+            "MicrosoftAppPassword": "secret",
+            "MicrosoftAppType": "singletenant",
+            "MicrosoftAppTenantId": "tenant",
+            "STORAGE": "Memory",
+            "LOG_LEVEL": "debug",
+        }
+    )
+
+    assert settings.host == "0.0.0.0"
+    assert settings.port == 8080
+    assert settings.app_type == "SingleTenant"
+    assert settings.storage == "memory"
+    assert settings.log_level == "DEBUG"
+    assert settings.auth_enabled
+
+
+def test_empty_values_mean_the_default() -> None:
+    assert load_settings({"PORT": "", "STORAGE": "  ", "LOG_LEVEL": ""}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"PORT": "70000"}, "PORT=70000"),
+        ({"PORT": "-1"}, "PORT=-1"),
+        ({"PORT": "eighty"}, "PORT='eighty'"),
+        ({"STORAGE": "redis"}, "STORAGE='redis'"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='LOUD'"),
+        ({"MicrosoftAppType": "Personal"}, "MicrosoftAppType='Personal'"),
+        ({"MicrosoftAppPassword": "p"}, "MicrosoftAppPassword is set but MicrosoftAppId is empty"),
+        ({"MicrosoftAppId": "a", "MicrosoftAppType": "SingleTenant"}, "MicrosoftAppTenantId is required"),
+        ({"STORAGE": "blob"}, "AZURE_STORAGE_CONNECTION_STRING"),
+        ({"STORAGE": "table", "AZURE_STORAGE_ACCOUNT_URL": "ftp://x"}, "AZURE_STORAGE_ACCOUNT_URL='ftp://x'"),
+        ({"STORAGE": "blob", "AZURE_STORAGE_CONNECTION_STRING": "x", "BLOB_CONTAINER": "Bad_Name"}, "BLOB_CONTAINER"),
+        ({"STORAGE": "table", "AZURE_STORAGE_CONNECTION_STRING": "x", "TABLE_NAME": "bot-state"}, "TABLE_NAME"),
+        ({"STORAGE": "cosmos"}, "COSMOS_ENDPOINT"),
+        ({"STORAGE": "cosmos", "COSMOS_ENDPOINT": "http://x"}, "COSMOS_ENDPOINT='http://x'"),
+        ({"STORAGE": "cosmos", "COSMOS_ENDPOINT": "https://x", "COSMOS_CONTAINER": "a/b"}, "COSMOS_CONTAINER"),
+    ],
+)
+def test_each_bad_value_is_named(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ)
+
+    assert named in str(caught.value)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"PORT": "0x50", "STORAGE": "nope", "LOG_LEVEL": "chatty"})
+
+    assert len(caught.value.problems) == 3
+    message = str(caught.value)
+    assert "PORT" in message
+    assert "STORAGE" in message
+    assert "LOG_LEVEL" in message
+
+
+def test_an_sqlite_path_under_a_file_is_refused(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+
+    with pytest.raises(ConfigError, match="SQLITE_PATH=.*not a directory"):
+        load_settings({"SQLITE_PATH": str(blocker / "deeper" / "bot.sqlite3")})
+
+
+def test_an_sqlite_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="SQLITE_PATH=.*is a directory"):
+        load_settings({"SQLITE_PATH": str(tmp_path)})
+
+
+def test_the_sqlite_path_is_only_checked_when_sqlite_is_used(tmp_path: Path) -> None:
+    assert load_settings({"STORAGE": "memory", "SQLITE_PATH": str(tmp_path)}).storage == "memory"
+
+
+def test_a_missing_sqlite_folder_is_fine_and_not_created_by_loading(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "bot.sqlite3"
+
+    assert load_settings({"SQLITE_PATH": str(path)}).sqlite_path == path
+    assert not (tmp_path / "a").exists()
+
+
+def test_secrets_never_appear_in_the_repr() -> None:
+    settings = load_settings(
+        {
+            "MicrosoftAppId": "app",
+            "MicrosoftAppPassword": "hunter2",
+            "STORAGE": "blob",
+            "AZURE_STORAGE_CONNECTION_STRING": "AccountKey=sekrit",
+        }
+    )
+
+    assert "hunter2" not in repr(settings)
+    assert "sekrit" not in repr(settings)
+
+
+def test_the_environment_wins_over_the_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("PORT=4000\nLOG_LEVEL=DEBUG\n")
+    monkeypatch.setenv("PORT", "5000")
+    monkeypatch.delenv("LOG_LEVEL", raising=False)
+
+    settings = settings_from_environment(env_file)
+
+    assert settings.port == 5000
+    assert settings.log_level == "DEBUG"

@@ -1,0 +1,167 @@
+"""The bot as real processes: restarts keep state, bad settings stop start-up cleanly, gunicorn serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.channel import Conversation, FakeChannel
+from tests.processes import ROOT, BotProcess, bot_environment, free_port, run_app_expecting_failure
+
+
+@pytest.fixture
+async def bot(tmp_path: Path):
+    process = BotProcess(tmp_path / "bot.log", STORAGE="sqlite", SQLITE_PATH=str(tmp_path / "state" / "bot.sqlite3"))
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+async def test_the_name_survives_a_real_restart(bot: BotProcess, http: aiohttp.ClientSession, channel: FakeChannel):
+    first = Conversation(http, await bot.start(), channel)
+    await first.join()
+    await first.say("Ada")
+    assert await bot.stop() == 0
+
+    second = Conversation(http, await bot.start(), channel, user_id=first.user_id)
+
+    assert (await second.join()).text.startswith("Welcome back, Ada!")
+    assert (await second.say("still me")).text.startswith("Ada sent: still me")
+
+
+async def test_the_profile_dialog_resumes_after_a_restart(
+    bot: BotProcess, http: aiohttp.ClientSession, channel: FakeChannel
+):
+    talk = Conversation(http, await bot.start(), channel)
+    await talk.say("hi")
+    await talk.say("Ada")
+    await talk.say("profile")
+    assert "What name should I store?" in (await talk.say("Bicycle")).text
+    await bot.stop()
+
+    talk.bot_url = await bot.start()
+
+    assert "tell me your age" in (await talk.say("Ada B.")).text
+    assert "How old are you?" in (await talk.say("yes")).text
+    assert "JPEG or PNG" in (await talk.say("40")).text
+    assert "Transport: Bicycle" in (await talk.say("skip")).text
+    await talk.say("yes")
+    assert "Name: Ada B." in (await talk.say("show")).text
+
+
+async def test_sigterm_stops_the_bot_cleanly(bot: BotProcess):
+    await bot.start()
+
+    assert await bot.stop() == 0
+    assert "Traceback" not in bot.log_path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"PORT": "99999"}, "PORT=99999 is out of range"),
+        ({"STORAGE": "floppy"}, "STORAGE='floppy'"),
+        ({"LOG_LEVEL": "shout"}, "LOG_LEVEL='SHOUT'"),
+        ({"MicrosoftAppPassword": "x"}, "MicrosoftAppId is empty"),
+    ],
+)
+def test_bad_settings_stop_start_up_with_one_clear_message(settings: dict[str, str], message: str) -> None:
+    result = run_app_expecting_failure(**settings)
+
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_an_unwritable_sqlite_path_stops_start_up(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+
+    result = run_app_expecting_failure(SQLITE_PATH=str(tmp_path / "file" / "bot.sqlite3"))
+
+    assert result.returncode == 2
+    assert "SQLITE_PATH=" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_corrupt_database_stops_start_up_naming_the_file_and_is_not_touched(tmp_path: Path) -> None:
+    database = tmp_path / "bot.sqlite3"
+    garbage = b"this is not an sqlite database\n" * 200
+    database.write_bytes(garbage)
+
+    result = run_app_expecting_failure(SQLITE_PATH=str(database))
+
+    assert result.returncode == 2
+    assert str(database) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert database.read_bytes() == garbage
+
+
+def test_a_port_in_use_is_reported_without_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_app_expecting_failure(PORT=str(port), SQLITE_PATH=str(tmp_path / "bot.sqlite3"))
+
+    assert result.returncode == 2
+    assert f"PORT={port} cannot be bound" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_gunicorn_serves_the_app_factory_with_two_workers_sharing_sqlite(
+    tmp_path: Path, http: aiohttp.ClientSession, channel: FakeChannel
+):
+    """The App Service command line: two aiohttp workers, one sqlite file. Every turn lands whichever worker
+    takes it, so the name given to one worker is known to the other."""
+    port = free_port()
+    log = (tmp_path / "gunicorn.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "app:create_app",
+            "--worker-class",
+            "aiohttp.GunicornWebWorker",
+            "--workers",
+            "2",
+            "--bind",
+            f"127.0.0.1:{port}",
+        ],
+        cwd=ROOT,
+        env=bot_environment(STORAGE="sqlite", SQLITE_PATH=str(tmp_path / "bot.sqlite3")),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                async with http.get(f"{base}/readyz") as response:
+                    if response.status == 200:
+                        break
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("gunicorn did not become ready:\n" + (tmp_path / "gunicorn.log").read_text())
+
+        talk = Conversation(http, f"{base}/api/messages", channel, expect_replies=True)
+        await talk.say("hi")
+        await talk.say("Ada")
+        for i in range(10):
+            other = Conversation(http, talk.bot_url, channel, user_id=talk.user_id, expect_replies=True)
+            assert (await other.say(f"message {i}")).text.startswith(f"Ada sent: message {i}")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
