@@ -67,5 +67,3 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 def conversation(request: pytest.FixtureRequest, http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel):
     """A new user in a new conversation with the bot, in each delivery mode."""
     return Conversation(http, bot_url, channel, expect_replies=request.param)
-
-

@@ -56,15 +56,14 @@ class BotProcess:
     def __init__(self, log_path: Path, **settings: str) -> None:
         self.log_path = log_path
         self.env = bot_environment(**{"PORT": "0", **settings})
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: asyncio.subprocess.Process | None = None
         self.url = ""
 
     async def start(self) -> str:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "app.py"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "app.py", cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + START_TIMEOUT
         offset = self.log_path.stat().st_size if self.url else 0
         while time.monotonic() < deadline:
@@ -72,7 +71,7 @@ class BotProcess:
             if found and await self._answers(found[-1]):
                 self.url = found[-1]
                 return self.url
-            if self.process.poll() is not None:
+            if self.process.returncode is not None:
                 raise RuntimeError(f"the bot exited with {self.process.returncode}:\n{self.log_path.read_text()}")
             await asyncio.sleep(0.1)
         raise TimeoutError(f"the bot did not start within {START_TIMEOUT} s:\n{self.log_path.read_text()}")
@@ -90,14 +89,14 @@ class BotProcess:
     async def stop(self) -> int:
         """SIGTERM, as App Service and systemd stop a process; returns the exit code."""
         assert self.process is not None
-        if self.process.poll() is None:
+        if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
-        return await asyncio.to_thread(self.process.wait, 30)
+        return await asyncio.wait_for(self.process.wait(), 30)
 
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
             self.process.kill()
-            self.process.wait(10)
+            await self.process.wait()
 
 
 def run_app_expecting_failure(**settings: str) -> subprocess.CompletedProcess[str]:

@@ -86,12 +86,12 @@ def test_an_sqlite_path_under_a_file_is_refused(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
 
-    with pytest.raises(ConfigError, match="SQLITE_PATH=.*not a directory"):
+    with pytest.raises(ConfigError, match=r"SQLITE_PATH=.*not a directory"):
         load_settings({"SQLITE_PATH": str(blocker / "deeper" / "bot.sqlite3")})
 
 
 def test_an_sqlite_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="SQLITE_PATH=.*is a directory"):
+    with pytest.raises(ConfigError, match=r"SQLITE_PATH=.*is a directory"):
         load_settings({"SQLITE_PATH": str(tmp_path)})
 
 

@@ -21,7 +21,7 @@ async def bot(tmp_path: Path):
     try:
         yield process
     finally:
-        process.kill()
+        await process.kill()
 
 
 async def test_the_name_survives_a_real_restart(bot: BotProcess, http: aiohttp.ClientSession, channel: FakeChannel):
@@ -123,9 +123,8 @@ async def test_gunicorn_serves_the_app_factory_with_two_workers_sharing_sqlite(
     """The App Service command line: two aiohttp workers, one sqlite file. Every turn lands whichever worker
     takes it, so the name given to one worker is known to the other."""
     port = free_port()
-    log = (tmp_path / "gunicorn.log").open("wb")
-    process = subprocess.Popen(
-        [
+    with (tmp_path / "gunicorn.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "gunicorn",
@@ -136,13 +135,11 @@ async def test_gunicorn_serves_the_app_factory_with_two_workers_sharing_sqlite(
             "2",
             "--bind",
             f"127.0.0.1:{port}",
-        ],
-        cwd=ROOT,
-        env=bot_environment(STORAGE="sqlite", SQLITE_PATH=str(tmp_path / "bot.sqlite3")),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
+            cwd=ROOT,
+            env=bot_environment(STORAGE="sqlite", SQLITE_PATH=str(tmp_path / "bot.sqlite3")),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(300):
@@ -164,4 +161,4 @@ async def test_gunicorn_serves_the_app_factory_with_two_workers_sharing_sqlite(
             assert (await other.say(f"message {i}")).text.startswith(f"Ada sent: message {i}")
     finally:
         process.send_signal(signal.SIGTERM)
-        process.wait(30)
+        await asyncio.wait_for(process.wait(), 30)
