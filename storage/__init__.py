@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import CorruptRecordError, ETagConflictError, StateStorage, StorageError
+from .base import CorruptRecordError, ETagConflictError, RecordTooLargeError, StateStorage, StorageError
 from .memory import MemoryStateStorage
 from .sqlite import SqliteStorage
 
@@ -15,6 +15,7 @@ __all__ = [
     "CorruptRecordError",
     "ETagConflictError",
     "MemoryStateStorage",
+    "RecordTooLargeError",
     "SqliteStorage",
     "StateStorage",
     "StorageError",

@@ -54,6 +54,10 @@ class CorruptRecordError(StorageError):
     """A stored record exists but cannot be decoded. It is left untouched."""
 
 
+class RecordTooLargeError(StorageError, ValueError):
+    """The record is larger than the backend accepts. Refused before any call; nothing was changed."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredRecord:
     """One record as a backend keeps it: the JSON document text and its e_tag."""

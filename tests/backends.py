@@ -6,6 +6,7 @@ selects only ``memory`` starts nothing) and a private temporary folder. Add a ba
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -24,7 +25,39 @@ async def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> StateStorag
     return await SqliteStorage.open(tmp_path / "state.sqlite3")
 
 
+async def _cosmos(request: pytest.FixtureRequest, tmp_path: Path) -> StateStorage:
+    from tests.cosmos_server import open_scratch_storage
+
+    return await open_scratch_storage(request.getfixturevalue("cosmos_server").target())
+
+
+async def _cosmos_real(request: pytest.FixtureRequest, tmp_path: Path) -> StateStorage:
+    from tests.cosmos_server import open_scratch_storage, real_cosmos_target
+
+    return await open_scratch_storage(real_cosmos_target())
+
+
+async def _blob(request: pytest.FixtureRequest, tmp_path: Path) -> StateStorage:
+    from tests.azurite import open_scratch_blob_storage
+
+    return await open_scratch_blob_storage(request.getfixturevalue("azurite"))
+
+
+async def _table(request: pytest.FixtureRequest, tmp_path: Path) -> StateStorage:
+    from tests.azurite import open_scratch_table_storage
+
+    return await open_scratch_table_storage(request.getfixturevalue("azurite"))
+
+
 BACKENDS: dict[str, BackendFactory] = {
     "memory": _memory,
     "sqlite": _sqlite,
+    "blob": _blob,
+    "table": _table,
+    "cosmos": _cosmos,
 }
+
+# A real Cosmos DB account or the official emulator joins the suite only when configured (it cannot run on the
+# machines this project is tested on); tests/test_cosmos_storage.py says so in one explicit skip otherwise.
+if os.environ.get("COSMOS_ENDPOINT", "").strip() and os.environ.get("COSMOS_KEY", "").strip():
+    BACKENDS["cosmos-real"] = _cosmos_real

@@ -11,8 +11,10 @@ from aiohttp import web
 from app import MESSAGES_PATH, create_app
 from config import Settings, load_settings
 from storage import StateStorage
+from tests.azurite import azurite  # noqa: F401 - session fixture for the blob and table backends
 from tests.backends import BACKENDS
 from tests.channel import Conversation, FakeChannel
+from tests.cosmos_server import cosmos_server  # noqa: F401 - session fixture for the cosmos backend
 
 
 @pytest_asyncio.fixture(params=sorted(BACKENDS))
@@ -23,9 +25,6 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield store
     finally:
         await store.close()
-
-
-# The cosmosdb-server fixture (session-scoped), used by the "cosmos" entry of tests/backends.py.
 
 
 @pytest.fixture

@@ -1,0 +1,96 @@
+"""What the Azure Storage backends (``storage.blob``, ``storage.table``) share.
+
+* ``AzureErrors``: turns ``azure.core`` exceptions into ours. Every ``AzureError`` (HTTP errors, connection
+  failures, timeouts, credential failures) becomes a ``StorageError`` naming the backend, the action and the
+  key, with the SDK's exception chained; the backends decide which status codes mean "absent" or "conflict".
+* ``open_credential``: the managed-identity / developer credential for ``AZURE_STORAGE_ACCOUNT_URL``.
+
+The SDK imports stay inside ``storage.blob`` / ``storage.table`` and this module, which ``build_storage`` only
+imports when an Azure backend is chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from azure.core.exceptions import AzureError, HttpResponseError
+
+from .base import StorageError
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+logger = logging.getLogger(__name__)
+
+#: Name of the field that keeps the original key next to the record (as botbuilder-azure's stores do).
+REAL_KEY = "realId"
+
+
+def status_of(err: AzureError) -> int | None:
+    """The HTTP status of a service answer, or None when there was no answer (connection failed)."""
+    return err.status_code if isinstance(err, HttpResponseError) else None
+
+
+def error_code_of(err: AzureError) -> str | None:
+    """The service's error code (``BlobNotFound``, ``TableNotFound``, ...) when it sent one."""
+    if not isinstance(err, HttpResponseError):
+        return None
+    response = err.response
+    if response is not None:
+        header = response.headers.get("x-ms-error-code")
+        if header:
+            return str(header)
+    code = getattr(err, "error_code", None)
+    if code is None:
+        return None
+    return str(getattr(code, "value", code))
+
+
+def summarize(err: AzureError) -> str:
+    """A one-line account of what went wrong, without the request dump the SDK's messages carry."""
+    if isinstance(err, HttpResponseError) and err.status_code is not None:
+        code = error_code_of(err)
+        detail = f" {code}" if code else ""
+        return f"HTTP {err.status_code}{detail} ({err.reason or 'no reason given'})"
+    first_line = (err.message or type(err).__name__).strip().splitlines()
+    return f"{type(err).__name__}: {first_line[0] if first_line else ''}"
+
+
+class AzureErrors:
+    """Builds our errors for one backend instance, e.g. ``AzureErrors("blob", "container 'x'")``."""
+
+    def __init__(self, backend: str, where: str) -> None:
+        self.backend = backend
+        self.where = where
+
+    def failed(self, action: str, key: str | None, err: AzureError) -> StorageError:
+        target = f" of {key!r}" if key is not None else ""
+        return StorageError(f"{self.backend} {action}{target} failed on {self.where}: {summarize(err)}")
+
+    def closed(self) -> StorageError:
+        return StorageError(f"{self.backend} storage on {self.where} is closed")
+
+
+def public_url(url: str) -> str:
+    """``url`` without its query (a SAS token lives there) or user info: safe to log."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def open_credential() -> AsyncTokenCredential:
+    """``DefaultAzureCredential``: managed identity in Azure, environment or developer sign-in elsewhere."""
+    from azure.identity.aio import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+async def close_credential(credential: AsyncTokenCredential | None) -> None:
+    """Close a credential this package created; failures are logged, not raised (we are shutting down)."""
+    if credential is None:
+        return
+    try:
+        await credential.close()
+    except (AzureError, OSError) as err:  # pragma: no cover - depends on the credential chain
+        logger.warning("closing the Azure credential failed: %s", err)

@@ -1,0 +1,238 @@
+"""Azure Blob Storage backend: one JSON blob per key in one container.
+
+Layout
+------
+* Blob name: :func:`storage.keys.escape_blob_name` of the key. Ordinary keys keep their ``/`` paths
+  (``emulator/users/u1``), the same name Python botbuilder-azure's ``BlobStorage`` uses; see ``storage.keys``.
+* Content (UTF-8 JSON, ``application/json``): ``{"id": <blob name>, "realId": <key>, "document": <state>}``,
+  the envelope botbuilder-js's ``BlobStorage`` writes. ``realId`` is checked on read, so a blob that holds
+  another key's record is reported as corrupt instead of being handed out.
+* e_tag: the blob's ETag, as the service returns it (quotes included).
+
+Semantics (see ``storage.base``)
+--------------------------------
+* create-only write: upload with ``If-None-Match: *``; 409/412 -> ``ETagConflictError``;
+* conditional write: upload with ``If-Match: <e_tag>``; 412 (changed or deleted) -> ``ETagConflictError``;
+* ``*`` write: unconditional upload; read of a missing blob -> absent; delete of a missing blob -> fine;
+* anything else (a 403, a 500, a missing container, no answer at all) -> ``StorageError`` naming the key,
+  with the SDK's error chained. Nothing is retried here beyond the SDK's own retry policy, which callers tune
+  with the client options of :func:`open_blob_storage` (``retry_total=...``, ``connection_timeout=...``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.storage.blob import ContentSettings
+from azure.storage.blob.aio import ContainerClient, LinearRetry
+
+from ._azure import (
+    REAL_KEY,
+    AzureErrors,
+    close_credential,
+    error_code_of,
+    open_credential,
+    public_url,
+    status_of,
+    summarize,
+)
+from .base import CorruptRecordError, ETagConflictError, StateStorage, StorageError, StoredRecord
+from .keys import escape_blob_name
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+    from config import Settings
+
+logger = logging.getLogger(__name__)
+
+_CONTENT_SETTINGS = ContentSettings(content_type="application/json; charset=utf-8")
+
+
+def _envelope(name: str, key: str, document: str) -> bytes:
+    head = json.dumps({"id": name, REAL_KEY: key}, ensure_ascii=False, separators=(",", ":"))
+    return f'{head[:-1]},"document":{document}}}'.encode()
+
+
+class BlobStorage(StateStorage):
+    """State in one blob container. Takes a ready ``ContainerClient`` and owns it (and ``credential``)."""
+
+    name = "blob"
+
+    def __init__(self, container: ContainerClient, *, credential: AsyncTokenCredential | None = None) -> None:
+        self._container = container
+        self._credential = credential
+        self._closed = False
+        self._errors = AzureErrors(self.name, f"container {container.container_name!r}")
+
+    async def _load(self, key: str) -> StoredRecord | None:
+        name = self._blob_name(key)
+        try:
+            download = await self._container.get_blob_client(name).download_blob(max_concurrency=1)
+            content = await download.readall()
+        except AzureError as err:
+            if status_of(err) == 404 and error_code_of(err) == "BlobNotFound":
+                return None
+            raise self._errors.failed("read", key, err) from err
+        return StoredRecord(self._unwrap(name, key, content), str(download.properties.etag))
+
+    async def _insert(self, key: str, document: str) -> str:
+        try:
+            return await self._upload(key, document, overwrite=False)
+        except AzureError as err:
+            if status_of(err) in (409, 412) and error_code_of(err) in ("BlobAlreadyExists", "ConditionNotMet"):
+                raise ETagConflictError(f"blob: {key!r} was created by another writer") from err
+            raise self._errors.failed("create", key, err) from err
+
+    async def _replace(self, key: str, document: str, e_tag: str) -> str:
+        try:
+            return await self._upload(key, document, etag=e_tag, match_condition=MatchConditions.IfNotModified)
+        except AzureError as err:
+            if status_of(err) == 412 or (status_of(err) == 404 and error_code_of(err) == "BlobNotFound"):
+                raise ETagConflictError(f"blob: {key!r} changed or was deleted since it was read") from err
+            raise self._errors.failed("write", key, err) from err
+
+    async def _upsert(self, key: str, document: str) -> str:
+        try:
+            return await self._upload(key, document)
+        except AzureError as err:
+            raise self._errors.failed("write", key, err) from err
+
+    async def _remove(self, key: str) -> None:
+        try:
+            await self._container.delete_blob(self._blob_name(key), delete_snapshots="include")
+        except AzureError as err:
+            if status_of(err) == 404 and error_code_of(err) == "BlobNotFound":
+                return
+            raise self._errors.failed("delete", key, err) from err
+
+    async def ping(self) -> None:
+        self._check_open()
+        try:
+            await self._container.get_container_properties()
+        except AzureError as err:
+            raise self._errors.failed("ping", None, err) from err
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._container.close()
+        finally:
+            await close_credential(self._credential)
+
+    def describe(self) -> str:
+        container = self._container
+        return (
+            f"blob container {container.container_name!r} in storage account {container.account_name!r} "
+            f"at {public_url(container.url)}"
+        )
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise self._errors.closed()
+
+    def _blob_name(self, key: str) -> str:
+        self._check_open()
+        return escape_blob_name(key)
+
+    async def _upload(self, key: str, document: str, *, overwrite: bool = True, **conditions: Any) -> str:
+        """Upload the record; ``overwrite=False`` adds ``If-None-Match: *``, ``conditions`` add ``If-Match``."""
+        name = self._blob_name(key)
+        result = await self._container.get_blob_client(name).upload_blob(
+            _envelope(name, key, document),
+            overwrite=overwrite,
+            content_settings=_CONTENT_SETTINGS,
+            max_concurrency=1,
+            **conditions,
+        )
+        return str(result["etag"])
+
+    def _unwrap(self, name: str, key: str, content: bytes) -> str:
+        """The document text inside a blob's envelope; ``CorruptRecordError`` if it is not ours."""
+        try:
+            envelope = json.loads(content.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as err:
+            raise CorruptRecordError(f"blob: {name!r} (key {key!r}) is not UTF-8 JSON: {err}") from err
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("document"), dict):
+            raise CorruptRecordError(f"blob: {name!r} (key {key!r}) has no 'document' object")
+        if envelope.get(REAL_KEY) != key:
+            raise CorruptRecordError(
+                f"blob: {name!r} holds the record of {envelope.get(REAL_KEY)!r}, not of {key!r}; left untouched"
+            )
+        return json.dumps(envelope["document"], ensure_ascii=False, separators=(",", ":"))
+
+
+def turn_friendly_options() -> dict[str, Any]:
+    """Client options for a store that a user's turn waits on: a few quick retries and bounded timeouts.
+
+    The SDK's defaults retry after 15 s, 24 s and 42 s and allow 300 s per request: a dead account would hold a
+    turn for minutes. These give up within about 30 s in the worst case and in well under a second when the
+    service refuses connections.
+    """
+    return {
+        "retry_policy": LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=2),
+        "connection_timeout": 5,
+        "read_timeout": 20,
+    }
+
+
+async def open_blob_storage(settings: Settings, **client_options: Any) -> BlobStorage:
+    """Connect to ``settings.blob_container`` (creating it if missing) and check that it answers.
+
+    Uses ``AZURE_STORAGE_CONNECTION_STRING`` when set, else ``AZURE_STORAGE_ACCOUNT_URL`` (the account's blob
+    endpoint, ``https://<account>.blob.core.windows.net``) with ``DefaultAzureCredential``. ``client_options``
+    go to the SDK client (``retry_total``, ``connection_timeout``, ``read_timeout``, ...). Raises
+    ``StorageError`` if the container cannot be reached or created.
+    """
+    client_options = {**turn_friendly_options(), **client_options}
+    if settings.azure_storage_connection_string:
+        try:
+            container = ContainerClient.from_connection_string(
+                settings.azure_storage_connection_string, settings.blob_container, **client_options
+            )
+        except ValueError as err:  # the SDK's message quotes no secret, and neither does ours
+            raise StorageError(f"AZURE_STORAGE_CONNECTION_STRING is not usable for blob storage: {err}") from err
+        storage = BlobStorage(container)
+    elif settings.azure_storage_account_url:
+        credential = open_credential()
+        try:
+            container = ContainerClient(
+                settings.azure_storage_account_url, settings.blob_container, credential=credential, **client_options
+            )
+        except ValueError as err:
+            await close_credential(credential)
+            raise StorageError(f"AZURE_STORAGE_ACCOUNT_URL is not usable for blob storage: {err}") from err
+        storage = BlobStorage(container, credential=credential)
+    else:
+        raise StorageError("STORAGE=blob needs AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL")
+    try:
+        await _ensure_container(container, storage.describe())
+    except BaseException:
+        await storage.close()
+        raise
+    logger.info("state is kept in %s", storage.describe())
+    return storage
+
+
+async def _ensure_container(container: ContainerClient, where: str) -> None:
+    try:
+        await container.get_container_properties()
+        return
+    except AzureError as err:
+        if not (status_of(err) == 404 and error_code_of(err) == "ContainerNotFound"):
+            raise StorageError(f"cannot open {where}: {summarize(err)}") from err
+    try:
+        await container.create_container()
+        logger.info("created blob container %r", container.container_name)
+    except ResourceExistsError:
+        pass  # another instance created it in the meantime
+    except AzureError as err:
+        raise StorageError(f"cannot create {where}: {summarize(err)}") from err

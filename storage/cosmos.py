@@ -1,0 +1,310 @@
+"""Bot state in an Azure Cosmos DB for NoSQL container, through the async SDK (``azure.cosmos.aio``).
+
+Item layout (compatible with botbuilder-azure's ``CosmosDbPartitionedStorage`` where it can be)::
+
+    {"id": "<escaped key>", "realId": "<original key>", "document": {...the state as a JSON object...}}
+
+* The container is partitioned on ``/id`` (botbuilder's default), so every key is its own logical partition
+  and every operation is a cheap point operation.
+* ``id`` is ``storage.keys.escape_cosmos_key(key)``: Cosmos forbids ``/ \\ ? #`` in ids and limits their length.
+  ``realId`` keeps the key as the bot knows it; a read checks it, so two keys can never share an item unnoticed.
+* ``document`` holds the state as a parsed JSON object (readable in the portal's Data Explorer), written from
+  and read back into ``storage.codec`` text. botbuilder-azure writes jsonpickle output there instead.
+* The e_tag is Cosmos's own ``_etag``. A concrete e_tag becomes ``If-Match`` on ``replace_item`` (412, or 404
+  when the item is gone, is an ``ETagConflictError``); no e_tag is ``create_item`` (409 is a conflict); ``"*"``
+  is ``upsert_item``.
+* Only a 404 on a point read means "absent". Every other failure (any other status, a refused connection, a
+  timeout) is a ``StorageError`` naming the backend, the operation and the key, with the SDK error chained.
+* A write whose item would exceed Cosmos's 2 MB item limit is refused with ``RecordTooLargeError`` before any
+  request is sent, and so is an integer Cosmos would silently round (it keeps numbers as IEEE doubles).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
+
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError
+from azure.cosmos import PartitionKey
+from azure.cosmos.aio import ContainerProxy, CosmosClient
+from azure.cosmos.exceptions import (
+    CosmosAccessConditionFailedError,
+    CosmosHttpResponseError,
+    CosmosResourceExistsError,
+    CosmosResourceNotFoundError,
+)
+from azure.cosmos.http_constants import SubStatusCodes
+
+from .base import CorruptRecordError, ETagConflictError, RecordTooLargeError, StateStorage, StorageError, StoredRecord
+from .keys import escape_cosmos_key
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+    from config import Settings
+
+logger = logging.getLogger(__name__)
+
+#: The id path every item is partitioned on (botbuilder-azure's default for new containers).
+PARTITION_KEY_PATH = "/id"
+
+#: Cosmos refuses items over 2 MB (measured as the UTF-8 length of their JSON). We refuse a little earlier: the
+#: service adds system properties (``_rid``, ``_self``, ``_etag``, ``_ts``, ``_attachments``) to what we send,
+#: and "2 MB" is 2,097,152 bytes in practice; 2,000,000 keeps clear of both under either reading.
+MAX_ITEM_BYTES = 2_000_000
+
+#: Cosmos stores every number as an IEEE 754 double, so integers beyond +/-2**53 would come back changed.
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+class UnsafeNumberError(StorageError):
+    """The state holds an integer Cosmos DB cannot keep exactly. Nothing was sent or changed."""
+
+
+def _check_numbers(value: Any, key: str) -> None:
+    """Refuse integers outside +/-(2**53 - 1), which Cosmos would silently round on write."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+        elif isinstance(current, int) and not isinstance(current, bool) and abs(current) > MAX_SAFE_INTEGER:
+            raise UnsafeNumberError(
+                f"cosmos: cannot store {key!r}: the integer {current} is beyond +/-2**53-1 and Cosmos DB would "
+                "round it; store it as a string instead"
+            )
+
+
+class CosmosStorage(StateStorage):
+    """``StateStorage`` over one Cosmos DB container partitioned on ``/id``. Open one with :meth:`open`."""
+
+    name = "cosmos"
+
+    def __init__(
+        self,
+        container: ContainerProxy,
+        client: CosmosClient,
+        *,
+        endpoint: str,
+        credential: AsyncTokenCredential | None = None,
+    ) -> None:
+        """Wrap a ready container; this object owns ``client`` and ``credential`` and closes them. See :meth:`open`."""
+        self._container = container
+        self._client = client
+        self._credential = credential
+        self._endpoint = endpoint
+        self._closed = False
+
+    @classmethod
+    async def open(cls, settings: Settings, **client_options: Any) -> Self:
+        """Connect to ``settings.cosmos_endpoint`` and make sure the database and container exist.
+
+        Signs in with ``settings.cosmos_key`` when set, otherwise with ``DefaultAzureCredential`` (managed
+        identity, Azure CLI, ...). ``client_options`` go to ``CosmosClient`` as keyword arguments (tests use them
+        for TLS verification and retry limits). Raises ``StorageError`` if the account cannot be reached, or if an
+        existing container is not partitioned on ``/id``.
+        """
+        credential: AsyncTokenCredential | None = None
+        if not settings.cosmos_key:
+            from azure.identity.aio import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+        client = CosmosClient(
+            settings.cosmos_endpoint,
+            credential=settings.cosmos_key or credential,
+            enable_compact_utf8_item_writes=True,
+            **client_options,
+        )
+        where = f"{_host_of(settings.cosmos_endpoint)}, database {settings.cosmos_database!r}"
+        try:
+            database = await client.create_database_if_not_exists(id=settings.cosmos_database)
+            container, properties = await database.create_container_if_not_exists(
+                id=settings.cosmos_container,
+                partition_key=PartitionKey(path=PARTITION_KEY_PATH),
+                return_properties=True,
+            )
+        except AzureError as err:
+            await _close_quietly(client, credential)
+            first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+            hint = ""
+            if credential is not None and isinstance(err, CosmosHttpResponseError) and err.status_code == 403:
+                hint = (
+                    " (signed in with Entra ID: data-plane roles cannot create databases or containers, so create "
+                    "them beforehand and grant the identity the 'Cosmos DB Built-in Data Contributor' role)"
+                )
+            raise StorageError(
+                f"cosmos: cannot open container {settings.cosmos_container!r} at {where}: {first_line}{hint}"
+            ) from err
+        except BaseException:
+            await _close_quietly(client, credential)
+            raise
+        paths = (properties.get("partitionKey") or {}).get("paths")
+        if paths != [PARTITION_KEY_PATH]:
+            await _close_quietly(client, credential)
+            raise StorageError(
+                f"cosmos: container {settings.cosmos_container!r} at {where} is partitioned on {paths!r}, not "
+                f"[{PARTITION_KEY_PATH!r}]; point COSMOS_CONTAINER at a container partitioned on {PARTITION_KEY_PATH}"
+            )
+        return cls(container, client, endpoint=settings.cosmos_endpoint, credential=credential)
+
+    @property
+    def database_id(self) -> str:
+        return self._container.database_link.removeprefix("dbs/")
+
+    @property
+    def container_id(self) -> str:
+        return str(self._container.id)
+
+    # -- the contract's primitives -----------------------------------------------------------------------------
+
+    async def _load(self, key: str) -> StoredRecord | None:
+        item_id = escape_cosmos_key(key)
+        try:
+            item = await self._container.read_item(item=item_id, partition_key=item_id)
+        except CosmosResourceNotFoundError as err:
+            if err.sub_status == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND:
+                raise self._error("read", key, err, "the container does not exist") from err
+            return None
+        except AzureError as err:
+            raise self._error("read", key, err) from err
+        return self._record(key, item)
+
+    async def _insert(self, key: str, document: str) -> str:
+        body = self._item(key, document)
+        try:
+            item = await self._container.create_item(body=body)
+        except CosmosResourceExistsError as err:
+            raise ETagConflictError(f"cosmos: {key!r} was created by another writer") from err
+        except AzureError as err:
+            raise self._error("create", key, err) from err
+        return self._e_tag_of(key, item)
+
+    async def _replace(self, key: str, document: str, e_tag: str) -> str:
+        body = self._item(key, document)
+        try:
+            item = await self._container.replace_item(
+                item=body["id"], body=body, etag=e_tag, match_condition=MatchConditions.IfNotModified
+            )
+        except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError) as err:
+            if err.sub_status == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND:
+                raise self._error("replace", key, err, "the container does not exist") from err
+            raise ETagConflictError(f"cosmos: {key!r} changed (or was deleted) since it was read") from err
+        except AzureError as err:
+            raise self._error("replace", key, err) from err
+        return self._e_tag_of(key, item)
+
+    async def _upsert(self, key: str, document: str) -> str:
+        body = self._item(key, document)
+        try:
+            item = await self._container.upsert_item(body=body)
+        except AzureError as err:
+            raise self._error("upsert", key, err) from err
+        return self._e_tag_of(key, item)
+
+    async def _remove(self, key: str) -> None:
+        item_id = escape_cosmos_key(key)
+        try:
+            await self._container.delete_item(item=item_id, partition_key=item_id)
+        except CosmosResourceNotFoundError as err:
+            if err.sub_status == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND:
+                raise self._error("delete", key, err, "the container does not exist") from err
+            logger.debug("cosmos: delete of absent key %r ignored", key)
+        except AzureError as err:
+            raise self._error("delete", key, err) from err
+
+    async def ping(self) -> None:
+        """Read the container's properties: one cheap metadata request."""
+        if self._closed:
+            raise StorageError(f"cosmos ping failed: the storage for {self.describe()} is closed")
+        try:
+            await self._container.read()
+        except AzureError as err:
+            raise StorageError(f"cosmos ping failed on {self.describe()}: {err}") from err
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._client.close()
+        finally:
+            if self._credential is not None:
+                await self._credential.close()
+
+    def describe(self) -> str:
+        return f"cosmos at {_host_of(self._endpoint)}, database {self.database_id!r}, container {self.container_id!r}"
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _item(self, key: str, document: str) -> dict[str, Any]:
+        """The item to send for ``key``; refused before any request when Cosmos could not keep it as is."""
+        parsed = json.loads(document)
+        _check_numbers(parsed, key)
+        body = {"id": escape_cosmos_key(key), "realId": key, "document": parsed}
+        # The client sends item bodies as compact UTF-8 JSON (enable_compact_utf8_item_writes), so this is the
+        # size that goes over the wire and that Cosmos checks.
+        size = len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        if size > MAX_ITEM_BYTES:
+            raise RecordTooLargeError(
+                f"cosmos: cannot store {key!r}: the item would be {size:,} bytes, over the {MAX_ITEM_BYTES:,} byte "
+                "limit this backend keeps under Cosmos DB's 2 MB item size; keep less in this state"
+            )
+        return body
+
+    def _record(self, key: str, item: Mapping[str, Any]) -> StoredRecord:
+        real_id = item.get("realId")
+        document = item.get("document")
+        e_tag = item.get("_etag")
+        if real_id != key:
+            raise CorruptRecordError(
+                f"cosmos: the item {item.get('id')!r} read for {key!r} belongs to {real_id!r}; it was left untouched"
+            )
+        if not isinstance(document, dict) or not isinstance(e_tag, str) or not e_tag:
+            raise CorruptRecordError(
+                f"cosmos: the item for {key!r} has no JSON object in 'document' or no '_etag'; it was left untouched"
+            )
+        text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+        return StoredRecord(text, e_tag)
+
+    @staticmethod
+    def _e_tag_of(key: str, item: Mapping[str, Any]) -> str:
+        e_tag = item.get("_etag")
+        if not isinstance(e_tag, str) or not e_tag:
+            raise StorageError(f"cosmos: the write of {key!r} succeeded but the response carried no _etag")
+        return e_tag
+
+    def _error(self, action: str, key: str, err: AzureError, detail: str | None = None) -> StorageError:
+        status = err.status_code if isinstance(err, CosmosHttpResponseError) else None
+        cause = detail or (f"HTTP {status}" if status else type(err).__name__)
+        summary = str(err).splitlines()[0] if str(err) else ""
+        return StorageError(f"cosmos {action} of {key!r} failed on {self.describe()}: {cause}: {summary}")
+
+
+def _host_of(endpoint: str) -> str:
+    parts = urlsplit(endpoint)
+    return parts.netloc.rpartition("@")[2] or endpoint
+
+
+#: Client options for a store that a user's turn waits on: bounded request time and few connection retries.
+TURN_FRIENDLY_OPTIONS: dict[str, Any] = {"connection_timeout": 10, "retry_total": 2}
+
+
+async def open_cosmos_storage(settings: Settings, **client_options: Any) -> CosmosStorage:
+    """Open the Cosmos DB backend ``settings`` describe; see :meth:`CosmosStorage.open`."""
+    return await CosmosStorage.open(settings, **{**TURN_FRIENDLY_OPTIONS, **client_options})
+
+
+async def _close_quietly(client: CosmosClient, credential: AsyncTokenCredential | None) -> None:
+    """Close what ``open_cosmos_storage`` made when it cannot hand it over; a close failure must not hide why."""
+    try:
+        await client.close()
+        if credential is not None:
+            await credential.close()
+    except (AzureError, OSError):
+        logger.warning("cosmos: closing the client after a failed open also failed", exc_info=True)

@@ -1,0 +1,287 @@
+"""Azure Table Storage backend: one entity per key in one table.
+
+Layout
+------
+* ``PartitionKey``: :func:`storage.keys.escape_table_key` of the key, so every key is its own partition (point
+  reads and writes, no hot partition); ``RowKey``: ``""``.
+* ``realId``: the original key. ``document_0``, ``document_1``, ...: the JSON document text, cut into pieces of
+  at most 32,768 UTF-16 code units (a string property holds at most 64 KiB), joined in order on read.
+* e_tag: the entity's ETag as the service returns it.
+
+A whole entity holds at most 1 MiB (counted as the service counts: 2 bytes per UTF-16 code unit plus per-property
+overhead), so a document of up to about 520,000 characters fits. A larger one is refused with
+``RecordTooLargeError`` (a ``StorageError`` and a ``ValueError``) before any call, and nothing is written.
+
+Not compatible with botbuilder-js's ``TableStorage`` (one row per 32K chunk, ``%``-escaped keys, a ``Json``
+property): the one-entity layout makes every write a single atomic, ETag-checked operation.
+
+Semantics (see ``storage.base``)
+--------------------------------
+* create-only write: ``create_entity``; 409 ``EntityAlreadyExists`` -> ``ETagConflictError``;
+* conditional write: ``update_entity(mode=REPLACE, If-Match)``; 412 or 404 (the entity is gone) ->
+  ``ETagConflictError``;
+* ``*`` write: ``upsert_entity(mode=REPLACE)``; read of a missing entity -> absent; delete of a missing one is fine;
+* anything else (a 403, a 500, a missing table, no answer at all) -> ``StorageError`` naming the key, chained.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient
+
+from ._azure import (
+    REAL_KEY,
+    AzureErrors,
+    close_credential,
+    error_code_of,
+    open_credential,
+    public_url,
+    status_of,
+    summarize,
+)
+from .base import CorruptRecordError, ETagConflictError, RecordTooLargeError, StateStorage, StorageError, StoredRecord
+from .keys import ESCAPE_CHAR, escape_table_key
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+    from config import Settings
+
+logger = logging.getLogger(__name__)
+
+ROW_KEY = ""
+DOCUMENT_PREFIX = "document_"
+#: Largest string property: 64 KiB of UTF-16.
+MAX_PROPERTY_UNITS = 32 * 1024
+#: Largest entity, as the service counts it.
+MAX_ENTITY_BYTES = 1024 * 1024
+#: A PartitionKey no escaped key can have ("*p" is not an escape), read by ``ping``.
+PING_PARTITION_KEY = ESCAPE_CHAR + "ping"
+
+
+def _units(text: str) -> int:
+    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
+
+
+def split_document(document: str, max_units: int = MAX_PROPERTY_UNITS) -> list[str]:
+    """Cut ``document`` into pieces of at most ``max_units`` UTF-16 code units, never inside a character."""
+    if document.isascii() or max(document) <= "\uffff":
+        return [document[start : start + max_units] for start in range(0, len(document), max_units)] or [""]
+    pieces: list[str] = []
+    start = used = 0
+    for index, char in enumerate(document):
+        size = 2 if ord(char) > 0xFFFF else 1
+        if used + size > max_units:
+            pieces.append(document[start:index])
+            start, used = index, 0
+        used += size
+    pieces.append(document[start:])
+    return pieces
+
+
+def entity_size(entity: dict[str, str]) -> int:
+    """Bytes the service counts for an entity of string properties (its documented formula)."""
+    size = 4
+    for name, value in entity.items():
+        if name in ("PartitionKey", "RowKey"):
+            size += 2 * _units(value)
+        else:
+            size += 8 + 2 * len(name) + 4 + 2 * _units(value)
+    return size
+
+
+class TableStorage(StateStorage):
+    """State in one table. Takes a ready ``TableClient`` and owns it (and ``credential``)."""
+
+    name = "table"
+
+    def __init__(self, table: TableClient, *, credential: AsyncTokenCredential | None = None) -> None:
+        self._table = table
+        self._credential = credential
+        self._closed = False
+        self._errors = AzureErrors(self.name, f"table {table.table_name!r}")
+
+    async def _load(self, key: str) -> StoredRecord | None:
+        partition_key = self._partition_key(key)
+        try:
+            entity = await self._table.get_entity(partition_key, ROW_KEY)
+        except AzureError as err:
+            if status_of(err) == 404 and error_code_of(err) == "ResourceNotFound":
+                return None
+            raise self._errors.failed("read", key, err) from err
+        return StoredRecord(self._document_of(key, entity), str(entity.metadata["etag"]))
+
+    async def _insert(self, key: str, document: str) -> str:
+        entity = self._entity(key, document)
+        try:
+            # Without the preference the service echoes the whole entity (up to 1 MiB) back.
+            result = await self._table.create_entity(entity, response_preference="return-no-content")
+        except AzureError as err:
+            if status_of(err) == 409 and error_code_of(err) == "EntityAlreadyExists":
+                raise ETagConflictError(f"table: {key!r} was created by another writer") from err
+            raise self._errors.failed("create", key, err) from err
+        return str(result["etag"])
+
+    async def _replace(self, key: str, document: str, e_tag: str) -> str:
+        entity = self._entity(key, document)
+        try:
+            result = await self._table.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=e_tag, match_condition=MatchConditions.IfNotModified
+            )
+        except AzureError as err:
+            if status_of(err) == 412 or (status_of(err) == 404 and error_code_of(err) == "ResourceNotFound"):
+                raise ETagConflictError(f"table: {key!r} changed or was deleted since it was read") from err
+            raise self._errors.failed("write", key, err) from err
+        return str(result["etag"])
+
+    async def _upsert(self, key: str, document: str) -> str:
+        entity = self._entity(key, document)
+        try:
+            result = await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        except AzureError as err:
+            raise self._errors.failed("write", key, err) from err
+        return str(result["etag"])
+
+    async def _remove(self, key: str) -> None:
+        partition_key = self._partition_key(key)
+        try:
+            # The SDK itself treats 404 on delete as success.
+            await self._table.delete_entity(partition_key, ROW_KEY)
+        except AzureError as err:
+            raise self._errors.failed("delete", key, err) from err
+
+    async def ping(self) -> None:
+        self._check_open()
+        try:
+            await self._probe()
+        except AzureError as err:
+            raise self._errors.failed("ping", None, err) from err
+
+    async def _probe(self) -> None:
+        """A point read of an entity that never exists: cheap, and it needs only read access."""
+        try:
+            await self._table.get_entity(PING_PARTITION_KEY, ROW_KEY)
+        except AzureError as err:
+            if status_of(err) == 404 and error_code_of(err) == "ResourceNotFound":
+                return  # the table answered
+            raise
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._table.close()
+        finally:
+            await close_credential(self._credential)
+
+    def describe(self) -> str:
+        table = self._table
+        return f"table {table.table_name!r} in storage account {table.account_name!r} at {public_url(table.url)}"
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise self._errors.closed()
+
+    def _partition_key(self, key: str) -> str:
+        self._check_open()
+        return escape_table_key(key)
+
+    def _entity(self, key: str, document: str) -> dict[str, str]:
+        """The entity for ``key``; ``RecordTooLargeError`` if the service would refuse it."""
+        entity = {"PartitionKey": self._partition_key(key), "RowKey": ROW_KEY, REAL_KEY: key}
+        if _units(key) > MAX_PROPERTY_UNITS:
+            raise RecordTooLargeError(f"table: the key {key[:80]!r}... is longer than a table property can hold")
+        for index, piece in enumerate(split_document(document)):
+            entity[f"{DOCUMENT_PREFIX}{index}"] = piece
+        size = entity_size(entity)
+        if size > MAX_ENTITY_BYTES:
+            raise RecordTooLargeError(
+                f"table: the record {key!r} needs {size:,} bytes, more than the {MAX_ENTITY_BYTES:,} an entity "
+                "can hold; nothing was written"
+            )
+        return entity
+
+    def _document_of(self, key: str, entity: Any) -> str:
+        if entity.get(REAL_KEY) != key:
+            raise CorruptRecordError(
+                f"table: the entity for {key!r} holds the record of {entity.get(REAL_KEY)!r}; left untouched"
+            )
+        pieces: list[str] = []
+        while (piece := entity.get(f"{DOCUMENT_PREFIX}{len(pieces)}")) is not None:
+            if not isinstance(piece, str):
+                raise CorruptRecordError(f"table: the entity for {key!r} has a non-text {DOCUMENT_PREFIX}{len(pieces)}")
+            pieces.append(piece)
+        if not pieces:
+            raise CorruptRecordError(f"table: the entity for {key!r} has no {DOCUMENT_PREFIX}0 property")
+        return "".join(pieces)
+
+
+#: Client options for a store that a user's turn waits on (the SDK's default request timeout is 300 s).
+TURN_FRIENDLY_OPTIONS: dict[str, Any] = {
+    "retry_total": 2,
+    "retry_backoff_factor": 0.4,
+    "connection_timeout": 5,
+    "read_timeout": 20,
+}
+
+
+async def open_table_storage(settings: Settings, **client_options: Any) -> TableStorage:
+    """Connect to ``settings.table_name`` (creating it if missing) and check that it answers.
+
+    Uses ``AZURE_STORAGE_CONNECTION_STRING`` when set, else ``AZURE_STORAGE_ACCOUNT_URL`` (the account's table
+    endpoint, ``https://<account>.table.core.windows.net``) with ``DefaultAzureCredential``. ``client_options``
+    go to the SDK client (``retry_total``, ``connection_timeout``, ``read_timeout``, ...). Raises
+    ``StorageError`` if the table cannot be reached or created.
+    """
+    client_options = {**TURN_FRIENDLY_OPTIONS, **client_options}
+    if settings.azure_storage_connection_string:
+        try:
+            table = TableClient.from_connection_string(
+                settings.azure_storage_connection_string, settings.table_name, **client_options
+            )
+        except ValueError as err:  # the SDK's message quotes no secret, and neither does ours
+            raise StorageError(f"AZURE_STORAGE_CONNECTION_STRING is not usable for table storage: {err}") from err
+        storage = TableStorage(table)
+    elif settings.azure_storage_account_url:
+        credential = open_credential()
+        try:
+            table = TableClient(
+                settings.azure_storage_account_url, settings.table_name, credential=credential, **client_options
+            )
+        except ValueError as err:
+            await close_credential(credential)
+            raise StorageError(f"AZURE_STORAGE_ACCOUNT_URL is not usable for table storage: {err}") from err
+        storage = TableStorage(table, credential=credential)
+    else:
+        raise StorageError("STORAGE=table needs AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL")
+    try:
+        await _ensure_table(table, storage)
+    except BaseException:
+        await storage.close()
+        raise
+    logger.info("state is kept in %s", storage.describe())
+    return storage
+
+
+async def _ensure_table(table: TableClient, storage: TableStorage) -> None:
+    try:
+        await storage._probe()
+        return
+    except AzureError as err:
+        if not (status_of(err) == 404 and error_code_of(err) == "TableNotFound"):
+            raise StorageError(f"cannot open {storage.describe()}: {summarize(err)}") from err
+    try:
+        await table.create_table()
+        logger.info("created table %r", table.table_name)
+    except ResourceExistsError:
+        pass  # another instance created it in the meantime
+    except AzureError as err:
+        raise StorageError(f"cannot create {storage.describe()}: {summarize(err)}") from err
