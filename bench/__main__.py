@@ -103,7 +103,7 @@ async def measure(backend: str, url: str, concurrency: int, turns: int, warmup: 
 
 
 async def bench_backend(backend: str, workdir: Path, settings: dict[str, str], args: argparse.Namespace) -> Result:
-    bot = BotProcess(workdir / f"bot-{backend}.log", STORAGE=backend, LOG_LEVEL="WARNING", **settings)
+    bot = BotProcess(workdir / f"bot-{backend}.log", STORAGE=backend, **settings)
     try:
         url = await bot.start()
         result = await measure(backend, url, args.concurrency, args.turns, args.warmup)

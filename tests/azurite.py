@@ -4,7 +4,8 @@ One Azurite process (blob and table, in memory) serves the whole test session; i
 for the ``azurite`` fixture, so runs that select only the memory or sqlite backends start nothing. Each test
 gets its own container or table on it (see tests/backends.py), so tests never see each other's data.
 
-``Azurite.stop()`` / ``Azurite.start()`` kill and restart it on the same ports for the wire tests. It keeps no
+``Azurite.stop()`` / ``Azurite.start()`` kill and restart it on the same ports for the wire tests. Unless made with
+``persistent=True`` (data kept on disk in its workdir) it keeps no
 data across a restart (``--inMemoryPersistence``): containers and tables are gone afterwards.
 
 Where ``node`` or the npm package is missing the tests that need Azurite are skipped, unless ``CI=true``, where
@@ -114,6 +115,8 @@ class Azurite:
     blob_port: int = field(default_factory=free_port)
     table_port: int = field(default_factory=free_port)
     queue_port: int = field(default_factory=free_port)
+    #: Keep data in ``workdir`` across restarts (``--location``) instead of in memory.
+    persistent: bool = False
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log: IO[bytes] | None = field(default=None, repr=False)
 
@@ -147,7 +150,7 @@ class Azurite:
             # Idle connections stay open for the whole session, so a pooled connection is never closed under
             # a client between two tests.
             "--blobKeepAliveTimeout", "3600", "--tableKeepAliveTimeout", "3600",
-            "--inMemoryPersistence",
+            *(["--location", str(self.workdir / "data")] if self.persistent else ["--inMemoryPersistence"]),
             "--disableTelemetry", "--silent", "--skipApiVersionCheck",
         ]  # fmt: skip
         self._process = subprocess.Popen(
@@ -172,12 +175,19 @@ class Azurite:
             time.sleep(0.1)
         logger.info("Azurite is up: blob on %d, table on %d", self.blob_port, self.table_port)
 
-    def stop(self) -> None:
-        """Kill Azurite (its in-memory data goes with it) and wait until the ports are closed."""
+    def stop(self, *, graceful: bool = False) -> None:
+        """Kill Azurite (its in-memory data goes with it) and wait until the ports are closed.
+
+        ``graceful`` sends SIGTERM instead, so a persistent Azurite writes its metadata to disk first (it saves
+        on an interval, and a SIGKILL loses what it had not saved yet).
+        """
         process, self._process = self._process, None
         if process is not None:
             if process.poll() is None:
-                process.kill()
+                if graceful:
+                    process.send_signal(signal.SIGTERM)
+                else:
+                    process.kill()
             try:
                 process.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:

@@ -11,13 +11,23 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.azurite import scratch_settings
 from tests.channel import Conversation, FakeChannel
 from tests.processes import ROOT, BotProcess, bot_environment, free_port, run_app_expecting_failure
 
 
-@pytest.fixture
-async def bot(tmp_path: Path):
-    process = BotProcess(tmp_path / "bot.log", STORAGE="sqlite", SQLITE_PATH=str(tmp_path / "state" / "bot.sqlite3"))
+@pytest.fixture(params=["sqlite", "blob", "table"])
+async def bot(request: pytest.FixtureRequest, tmp_path: Path):
+    """``python app.py`` on a durable backend: an sqlite file, or a fresh container / table on Azurite."""
+    settings = {"STORAGE": request.param, "SQLITE_PATH": str(tmp_path / "state" / "bot.sqlite3")}
+    if request.param in ("blob", "table"):
+        scratch = scratch_settings(request.getfixturevalue("azurite"), request.param)
+        settings |= {
+            "AZURE_STORAGE_CONNECTION_STRING": scratch.azure_storage_connection_string,
+            "BLOB_CONTAINER": scratch.blob_container,
+            "TABLE_NAME": scratch.table_name,
+        }
+    process = BotProcess(tmp_path / "bot.log", **settings)
     try:
         yield process
     finally:
@@ -56,7 +66,8 @@ async def test_the_profile_dialog_resumes_after_a_restart(
     assert "Name: Ada B." in (await talk.say("show")).text
 
 
-async def test_sigterm_stops_the_bot_cleanly(bot: BotProcess):
+async def test_sigterm_stops_the_bot_cleanly(tmp_path: Path):
+    bot = BotProcess(tmp_path / "bot.log", STORAGE="sqlite", SQLITE_PATH=str(tmp_path / "bot.sqlite3"))
     await bot.start()
 
     assert await bot.stop() == 0
