@@ -6,6 +6,7 @@ business. Both states are saved at the end of every turn, including turns that f
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -74,6 +75,8 @@ class StateBot(ActivityHandler):
         self._dialogs.add(ForgetDialog(self._erase_user))
 
     async def on_turn(self, turn_context: TurnContext) -> None:
+        # Nearly every turn needs both records: fetch them side by side (one round trip on a remote store).
+        await asyncio.gather(self._conversation_state.load(turn_context), self._user_state.load(turn_context))
         try:
             await super().on_turn(turn_context)
         finally:

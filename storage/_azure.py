@@ -12,15 +12,18 @@ imports when an Azure backend is chosen.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.pipeline.transport import AioHttpTransport
 
 from .base import StorageError
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
+
+    from config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,44 @@ def public_url(url: str) -> str:
     """``url`` without its query (a SAS token lives there) or user info: safe to log."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+async def open_client[C](
+    settings: Settings, backend: str, client_class: type[C], resource: str, client_options: dict[str, Any]
+) -> tuple[C, AsyncTokenCredential | None]:
+    """A blob ``ContainerClient`` or ``TableClient`` for ``resource``, and the credential it owns (if any).
+
+    ``AZURE_STORAGE_CONNECTION_STRING`` wins; otherwise ``AZURE_STORAGE_ACCOUNT_URL`` with
+    ``DefaultAzureCredential``. Unusable settings raise ``StorageError`` naming the setting, never its value.
+    """
+    if settings.azure_storage_connection_string:
+        try:
+            client = client_class.from_connection_string(  # type: ignore[attr-defined]
+                settings.azure_storage_connection_string, resource, **client_options
+            )
+        except ValueError as err:  # the SDK's message quotes no secret, and neither does ours
+            raise StorageError(f"AZURE_STORAGE_CONNECTION_STRING is not usable for {backend} storage: {err}") from err
+        return client, None
+    if settings.azure_storage_account_url:
+        credential = open_credential()
+        try:
+            client = client_class(settings.azure_storage_account_url, resource, credential=credential, **client_options)
+        except ValueError as err:
+            await close_credential(credential)
+            raise StorageError(f"AZURE_STORAGE_ACCOUNT_URL is not usable for {backend} storage: {err}") from err
+        return client, credential
+    raise StorageError(f"STORAGE={backend} needs AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL")
+
+
+def direct_transport() -> AioHttpTransport:
+    """An HTTP transport that ignores proxy variables and ``~/.netrc`` in the environment.
+
+    When it honours the environment, aiohttp re-reads ``~/.netrc`` in a worker thread before *every* request: a
+    third of the CPU of a whole turn on blob storage (measured: 13.2 -> 8.9 ms per turn). State stores are
+    reached directly (public or private endpoint), so the environment has nothing to add. Each client owns
+    (and closes) its own transport.
+    """
+    return AioHttpTransport(use_env_settings=False)
 
 
 def open_credential() -> AsyncTokenCredential:

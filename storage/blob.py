@@ -23,19 +23,21 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.blob import ContentSettings
-from azure.storage.blob.aio import ContainerClient, LinearRetry
+from azure.storage.blob.aio import BlobClient, ContainerClient, LinearRetry
 
 from ._azure import (
     REAL_KEY,
     AzureErrors,
     close_credential,
+    direct_transport,
     error_code_of,
-    open_credential,
+    open_client,
     public_url,
     status_of,
     summarize,
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+BLOB_CLIENT_CACHE_SIZE = 1024
 _CONTENT_SETTINGS = ContentSettings(content_type="application/json; charset=utf-8")
 
 
@@ -68,11 +71,13 @@ class BlobStorage(StateStorage):
         self._credential = credential
         self._closed = False
         self._errors = AzureErrors(self.name, f"container {container.container_name!r}")
+        # Building a BlobClient costs more CPU than the request it makes; active conversations reuse theirs.
+        self._blobs: OrderedDict[str, BlobClient] = OrderedDict()
 
     async def _load(self, key: str) -> StoredRecord | None:
         name = self._blob_name(key)
         try:
-            download = await self._container.get_blob_client(name).download_blob(max_concurrency=1)
+            download = await self._blob(name).download_blob(max_concurrency=1)
             content = await download.readall()
         except AzureError as err:
             if status_of(err) == 404 and error_code_of(err) == "BlobNotFound":
@@ -139,6 +144,13 @@ class BlobStorage(StateStorage):
         if self._closed:
             raise self._errors.closed()
 
+    def _blob(self, name: str) -> BlobClient:
+        client = self._blobs.pop(name, None) or self._container.get_blob_client(name)
+        self._blobs[name] = client
+        if len(self._blobs) > BLOB_CLIENT_CACHE_SIZE:
+            self._blobs.popitem(last=False)
+        return client
+
     def _blob_name(self, key: str) -> str:
         self._check_open()
         return escape_blob_name(key)
@@ -146,7 +158,7 @@ class BlobStorage(StateStorage):
     async def _upload(self, key: str, document: str, *, overwrite: bool = True, **conditions: Any) -> str:
         """Upload the record; ``overwrite=False`` adds ``If-None-Match: *``, ``conditions`` add ``If-Match``."""
         name = self._blob_name(key)
-        result = await self._container.get_blob_client(name).upload_blob(
+        result = await self._blob(name).upload_blob(
             _envelope(name, key, document),
             overwrite=overwrite,
             content_settings=_CONTENT_SETTINGS,
@@ -181,6 +193,7 @@ def turn_friendly_options() -> dict[str, Any]:
         "retry_policy": LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=2),
         "connection_timeout": 5,
         "read_timeout": 20,
+        "transport": direct_transport(),
     }
 
 
@@ -192,27 +205,10 @@ async def open_blob_storage(settings: Settings, **client_options: Any) -> BlobSt
     go to the SDK client (``retry_total``, ``connection_timeout``, ``read_timeout``, ...). Raises
     ``StorageError`` if the container cannot be reached or created.
     """
-    client_options = {**turn_friendly_options(), **client_options}
-    if settings.azure_storage_connection_string:
-        try:
-            container = ContainerClient.from_connection_string(
-                settings.azure_storage_connection_string, settings.blob_container, **client_options
-            )
-        except ValueError as err:  # the SDK's message quotes no secret, and neither does ours
-            raise StorageError(f"AZURE_STORAGE_CONNECTION_STRING is not usable for blob storage: {err}") from err
-        storage = BlobStorage(container)
-    elif settings.azure_storage_account_url:
-        credential = open_credential()
-        try:
-            container = ContainerClient(
-                settings.azure_storage_account_url, settings.blob_container, credential=credential, **client_options
-            )
-        except ValueError as err:
-            await close_credential(credential)
-            raise StorageError(f"AZURE_STORAGE_ACCOUNT_URL is not usable for blob storage: {err}") from err
-        storage = BlobStorage(container, credential=credential)
-    else:
-        raise StorageError("STORAGE=blob needs AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL")
+    container, credential = await open_client(
+        settings, "blob", ContainerClient, settings.blob_container, {**turn_friendly_options(), **client_options}
+    )
+    storage = BlobStorage(container, credential=credential)
     try:
         await _ensure_container(container, storage.describe())
     except BaseException:

@@ -39,6 +39,7 @@ from azure.cosmos.exceptions import (
 )
 from azure.cosmos.http_constants import SubStatusCodes
 
+from ._azure import direct_transport
 from .base import CorruptRecordError, ETagConflictError, RecordTooLargeError, StateStorage, StorageError, StoredRecord
 from .keys import escape_cosmos_key
 
@@ -291,13 +292,14 @@ def _host_of(endpoint: str) -> str:
     return parts.netloc.rpartition("@")[2] or endpoint
 
 
-#: Client options for a store that a user's turn waits on: bounded request time and few connection retries.
-TURN_FRIENDLY_OPTIONS: dict[str, Any] = {"connection_timeout": 10, "retry_total": 2}
+def turn_friendly_options() -> dict[str, Any]:
+    """Client options for a store that a user's turn waits on: bounded request time, few connection retries."""
+    return {"connection_timeout": 10, "retry_total": 2, "transport": direct_transport()}
 
 
 async def open_cosmos_storage(settings: Settings, **client_options: Any) -> CosmosStorage:
     """Open the Cosmos DB backend ``settings`` describe; see :meth:`CosmosStorage.open`."""
-    return await CosmosStorage.open(settings, **{**TURN_FRIENDLY_OPTIONS, **client_options})
+    return await CosmosStorage.open(settings, **{**turn_friendly_options(), **client_options})
 
 
 async def _close_quietly(client: CosmosClient, credential: AsyncTokenCredential | None) -> None:

@@ -38,8 +38,9 @@ from ._azure import (
     REAL_KEY,
     AzureErrors,
     close_credential,
+    direct_transport,
     error_code_of,
-    open_credential,
+    open_client,
     public_url,
     status_of,
     summarize,
@@ -224,13 +225,15 @@ class TableStorage(StateStorage):
         return "".join(pieces)
 
 
-#: Client options for a store that a user's turn waits on (the SDK's default request timeout is 300 s).
-TURN_FRIENDLY_OPTIONS: dict[str, Any] = {
-    "retry_total": 2,
-    "retry_backoff_factor": 0.4,
-    "connection_timeout": 5,
-    "read_timeout": 20,
-}
+def turn_friendly_options() -> dict[str, Any]:
+    """Client options for a store that a user's turn waits on (the SDK's default request timeout is 300 s)."""
+    return {
+        "retry_total": 2,
+        "retry_backoff_factor": 0.4,
+        "connection_timeout": 5,
+        "read_timeout": 20,
+        "transport": direct_transport(),
+    }
 
 
 async def open_table_storage(settings: Settings, **client_options: Any) -> TableStorage:
@@ -241,27 +244,10 @@ async def open_table_storage(settings: Settings, **client_options: Any) -> Table
     go to the SDK client (``retry_total``, ``connection_timeout``, ``read_timeout``, ...). Raises
     ``StorageError`` if the table cannot be reached or created.
     """
-    client_options = {**TURN_FRIENDLY_OPTIONS, **client_options}
-    if settings.azure_storage_connection_string:
-        try:
-            table = TableClient.from_connection_string(
-                settings.azure_storage_connection_string, settings.table_name, **client_options
-            )
-        except ValueError as err:  # the SDK's message quotes no secret, and neither does ours
-            raise StorageError(f"AZURE_STORAGE_CONNECTION_STRING is not usable for table storage: {err}") from err
-        storage = TableStorage(table)
-    elif settings.azure_storage_account_url:
-        credential = open_credential()
-        try:
-            table = TableClient(
-                settings.azure_storage_account_url, settings.table_name, credential=credential, **client_options
-            )
-        except ValueError as err:
-            await close_credential(credential)
-            raise StorageError(f"AZURE_STORAGE_ACCOUNT_URL is not usable for table storage: {err}") from err
-        storage = TableStorage(table, credential=credential)
-    else:
-        raise StorageError("STORAGE=table needs AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL")
+    table, credential = await open_client(
+        settings, "table", TableClient, settings.table_name, {**turn_friendly_options(), **client_options}
+    )
+    storage = TableStorage(table, credential=credential)
     try:
         await _ensure_table(table, storage)
     except BaseException:

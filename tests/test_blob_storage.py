@@ -209,7 +209,7 @@ async def test_the_account_url_path_closes_its_credential_when_opening_fails(
     monkeypatch: pytest.MonkeyPatch, scheme: str
 ) -> None:
     credential = _FakeCredential()
-    monkeypatch.setattr("storage.blob.open_credential", lambda: credential)
+    monkeypatch.setattr("storage._azure.open_credential", lambda: credential)
     async with FakeEndpoint(500) as fake:
         # http: the SDK refuses a token over plain HTTP; https: the fake endpoint speaks no TLS.
         url = f"{scheme}://127.0.0.1:{fake.port}/devstoreaccount1"
