@@ -12,10 +12,11 @@ imports when an Azure backend is chosen.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 from azure.core.pipeline.transport import AioHttpTransport
 
 from .base import StorageError
@@ -107,6 +108,31 @@ async def open_client[C](
             raise StorageError(f"AZURE_STORAGE_ACCOUNT_URL is not usable for {backend} storage: {err}") from err
         return client, credential
     raise StorageError(f"STORAGE={backend} needs AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL")
+
+
+async def ensure_exists(
+    probe: Callable[[], Awaitable[object]],
+    create: Callable[[], Awaitable[object]],
+    missing_code: str,
+    where: str,
+) -> None:
+    """Check that a container or table answers; create it when the service says ``missing_code``.
+
+    Another instance may create it at the same moment: that is success too. Anything else is a ``StorageError``.
+    """
+    try:
+        await probe()
+        return
+    except AzureError as err:
+        if not (status_of(err) == 404 and error_code_of(err) == missing_code):
+            raise StorageError(f"cannot open {where}: {summarize(err)}") from err
+    try:
+        await create()
+        logger.info("created %s", where)
+    except ResourceExistsError:
+        pass  # another instance created it in the meantime
+    except AzureError as err:
+        raise StorageError(f"cannot create {where}: {summarize(err)}") from err
 
 
 def direct_transport() -> AioHttpTransport:

@@ -27,7 +27,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobClient, ContainerClient, LinearRetry
 
@@ -36,13 +36,13 @@ from ._azure import (
     AzureErrors,
     close_credential,
     direct_transport,
+    ensure_exists,
     error_code_of,
     open_client,
     public_url,
     status_of,
-    summarize,
 )
-from .base import CorruptRecordError, ETagConflictError, StateStorage, StorageError, StoredRecord
+from .base import CorruptRecordError, ETagConflictError, StateStorage, StoredRecord
 from .keys import escape_blob_name
 
 if TYPE_CHECKING:
@@ -210,25 +210,10 @@ async def open_blob_storage(settings: Settings, **client_options: Any) -> BlobSt
     )
     storage = BlobStorage(container, credential=credential)
     try:
-        await _ensure_container(container, storage.describe())
+        await ensure_exists(
+            container.get_container_properties, container.create_container, "ContainerNotFound", storage.describe()
+        )
     except BaseException:
         await storage.close()
         raise
-    logger.info("state is kept in %s", storage.describe())
     return storage
-
-
-async def _ensure_container(container: ContainerClient, where: str) -> None:
-    try:
-        await container.get_container_properties()
-        return
-    except AzureError as err:
-        if not (status_of(err) == 404 and error_code_of(err) == "ContainerNotFound"):
-            raise StorageError(f"cannot open {where}: {summarize(err)}") from err
-    try:
-        await container.create_container()
-        logger.info("created blob container %r", container.container_name)
-    except ResourceExistsError:
-        pass  # another instance created it in the meantime
-    except AzureError as err:
-        raise StorageError(f"cannot create {where}: {summarize(err)}") from err

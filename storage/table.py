@@ -30,7 +30,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
@@ -39,13 +39,13 @@ from ._azure import (
     AzureErrors,
     close_credential,
     direct_transport,
+    ensure_exists,
     error_code_of,
     open_client,
     public_url,
     status_of,
-    summarize,
 )
-from .base import CorruptRecordError, ETagConflictError, RecordTooLargeError, StateStorage, StorageError, StoredRecord
+from .base import CorruptRecordError, ETagConflictError, RecordTooLargeError, StateStorage, StoredRecord
 from .keys import ESCAPE_CHAR, escape_table_key
 
 if TYPE_CHECKING:
@@ -249,25 +249,8 @@ async def open_table_storage(settings: Settings, **client_options: Any) -> Table
     )
     storage = TableStorage(table, credential=credential)
     try:
-        await _ensure_table(table, storage)
+        await ensure_exists(storage._probe, table.create_table, "TableNotFound", storage.describe())
     except BaseException:
         await storage.close()
         raise
-    logger.info("state is kept in %s", storage.describe())
     return storage
-
-
-async def _ensure_table(table: TableClient, storage: TableStorage) -> None:
-    try:
-        await storage._probe()
-        return
-    except AzureError as err:
-        if not (status_of(err) == 404 and error_code_of(err) == "TableNotFound"):
-            raise StorageError(f"cannot open {storage.describe()}: {summarize(err)}") from err
-    try:
-        await table.create_table()
-        logger.info("created table %r", table.table_name)
-    except ResourceExistsError:
-        pass  # another instance created it in the meantime
-    except AzureError as err:
-        raise StorageError(f"cannot create {storage.describe()}: {summarize(err)}") from err
