@@ -46,7 +46,7 @@ SETTINGS = web.AppKey("settings", Settings)
 RUNTIME = web.AppKey("runtime", BotRuntime)
 
 
-def _authentication(settings: Settings) -> ConfigurationBotFrameworkAuthentication:
+def bot_authentication(settings: Settings) -> ConfigurationBotFrameworkAuthentication:
     # The SDK reads its credentials from attributes with these names.
     return ConfigurationBotFrameworkAuthentication(
         SimpleNamespace(
@@ -64,7 +64,7 @@ async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
     logger.info("state storage: %s", storage.describe())
     try:
         bot = StateBot(ConversationState(storage), UserState(storage))
-        app[RUNTIME] = BotRuntime(storage=storage, bot=bot, adapter=StateBotAdapter(_authentication(settings)))
+        app[RUNTIME] = BotRuntime(storage=storage, bot=bot, adapter=StateBotAdapter(bot_authentication(settings)))
         yield
     finally:
         await storage.close()

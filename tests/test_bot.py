@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from botbuilder.schema import Activity
 
 from bots.state_bot import COMMANDS
 from storage import MemoryStateStorage
-from tests.harness import BotHarness
+from tests.harness import BOT, BotHarness
 
 
 @pytest.fixture
@@ -36,10 +37,6 @@ async def test_a_stranger_is_welcomed_told_they_will_be_remembered_shown_command
 
 
 async def test_the_bot_joining_alone_gets_no_welcome(user: BotHarness) -> None:
-    from botbuilder.schema import Activity
-
-    from tests.harness import BOT
-
     replies = await user.send(Activity(type="conversationUpdate", members_added=[BOT]))
 
     assert replies == []

@@ -11,9 +11,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from botbuilder.core import ConversationState, UserState
 
-from app import RUNTIME, create_app
+from app import RUNTIME, bot_authentication, create_app
+from bots import StateBot, StateBotAdapter
 from config import Settings, load_settings
+from storage import SqliteStorage
 from tests.channel import Conversation, FakeChannel
 
 
@@ -199,11 +202,6 @@ async def test_a_bug_in_a_turn_is_apologised_for_and_state_is_saved_not_deleted(
     http: aiohttp.ClientSession, settings: Settings, channel: FakeChannel
 ) -> None:
     """The real adapter and storage with a bot whose echo is broken: the turn fails after updating state."""
-    from botbuilder.core import ConversationState, UserState
-
-    from app import _authentication
-    from bots import StateBot, StateBotAdapter
-    from storage import SqliteStorage
 
     class BrokenEcho(StateBot):
         @staticmethod
@@ -212,7 +210,7 @@ async def test_a_bug_in_a_turn_is_apologised_for_and_state_is_saved_not_deleted(
 
     storage = await SqliteStorage.open(settings.sqlite_path)
     bot = BrokenEcho(ConversationState(storage), UserState(storage))
-    adapter = StateBotAdapter(_authentication(settings))
+    adapter = StateBotAdapter(bot_authentication(settings))
 
     async def messages(request: web.Request) -> web.Response:
         return await adapter.handle(request, bot)

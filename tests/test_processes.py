@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -115,8 +116,6 @@ def test_a_corrupt_database_stops_start_up_naming_the_file_and_is_not_touched(tm
 
 
 def test_a_port_in_use_is_reported_without_a_traceback(tmp_path: Path) -> None:
-    import socket
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
