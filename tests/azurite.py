@@ -39,12 +39,11 @@ from aiohttp import web
 
 from config import Settings
 from storage import StateStorage
-from tests.processes import free_port
+from tests.processes import ROOT, free_port
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
+AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite"
 
 # Azurite's well-known development account. Both values are public, documented by Azurite, and only work on it.
 ACCOUNT_NAME = "devstoreaccount1"

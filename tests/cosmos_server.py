@@ -40,10 +40,10 @@ from azure.core.exceptions import AzureError
 
 from config import Settings
 from storage.cosmos import CosmosStorage
+from tests.processes import ROOT
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
 SERVER_PACKAGE = ROOT / "node_modules" / "@vercel" / "cosmosdb-server"
 STARTUP_TIMEOUT_S = 30.0
 _READY = re.compile(r"Ready to accept HTTPS connections at 127\.0\.0\.1:(\d+)")
