@@ -13,7 +13,7 @@ def test_defaults_are_local_and_sqlite() -> None:
     settings = load_settings({})
 
     assert settings == Settings()
-    assert (settings.host, settings.port, settings.storage) == ("127.0.0.1", 3978, "sqlite")
+    assert (settings.host, settings.port, settings.storage) == ("127.0.0.1", 3978, "sqlite")  # documented defaults
     assert settings.sqlite_path == Path(".state/bot.sqlite3")
     assert not settings.auth_enabled
 
