@@ -54,6 +54,13 @@ class BotHarness:
         replies = await self.send(Activity(type=ActivityTypes.message, text=text, **fields))
         return "\n".join(reply.text or "" for reply in replies if reply.type == ActivityTypes.message)
 
+    async def say_all(self, *texts: str) -> str:
+        """Send several messages in a row; return the replies to the last one."""
+        reply = ""
+        for text in texts:
+            reply = await self.say(text)
+        return reply
+
     async def send_text_activity(self, text: str) -> list[Activity]:
         """Send a message; return the message replies as activities (to look at attachments or suggestions)."""
         replies = await self.send(Activity(type=ActivityTypes.message, text=text))

@@ -99,10 +99,7 @@ async def test_age_and_picture_can_be_left_out(user: BotHarness) -> None:
 
 @pytest.mark.parametrize("bad_age", ["abc", "0", "150", "3.5", "-4", "1000"])
 async def test_an_invalid_age_gets_a_retry_prompt_saying_what_is_valid(user: BotHarness, bad_age: str) -> None:
-    await user.say("profile")
-    await user.say("Car")
-    await user.say("Ada")
-    await user.say("yes")
+    await user.say_all("profile", "Car", "Ada", "yes")
 
     retry = await user.say(bad_age)
 
@@ -112,10 +109,7 @@ async def test_an_invalid_age_gets_a_retry_prompt_saying_what_is_valid(user: Bot
 
 @pytest.mark.parametrize("good_age", ["1", "149", "I am 37"])
 async def test_whole_ages_from_1_to_149_are_accepted(user: BotHarness, good_age: str) -> None:
-    await user.say("profile")
-    await user.say("Car")
-    await user.say("Ada")
-    await user.say("yes")
+    await user.say_all("profile", "Car", "Ada", "yes")
 
     assert "JPEG or PNG" in await user.say(good_age)
 
@@ -137,18 +131,14 @@ async def test_the_known_name_is_offered_as_a_suggestion(user: BotHarness) -> No
 
 
 async def test_a_name_in_the_dialog_follows_the_name_rule(user: BotHarness) -> None:
-    await user.say("profile")
-    await user.say("Car")
+    await user.say_all("profile", "Car")
 
     assert "1 to 50 characters" in await user.say("z" * 51)
     assert "tell me your age" in await user.say("  Zed  ")
 
 
 async def test_a_picture_must_be_jpeg_or_png(user: BotHarness) -> None:
-    await user.say("profile")
-    await user.say("Car")
-    await user.say("Ada")
-    await user.say("no")
+    await user.say_all("profile", "Car", "Ada", "no")
 
     text_file = Attachment(content_type="text/plain", content_url="https://files.invalid/a.txt", name="a.txt")
     assert "wasn't a JPEG or PNG" in await user.say(attachments=[text_file])
@@ -161,9 +151,7 @@ async def test_a_picture_must_be_jpeg_or_png(user: BotHarness) -> None:
 async def test_cancel_at_any_step_leaves_the_stored_profile_untouched(
     user: BotHarness, steps_before_cancel: int
 ) -> None:
-    answers = ["profile", "Bicycle", "Zed", "yes", "30", "skip"][: steps_before_cancel + 1]
-    for answer in answers:
-        await user.say(answer)
+    await user.say_all(*["profile", "Bicycle", "Zed", "yes", "30", "skip"][: steps_before_cancel + 1])
     before = (await user.stored(user.user_key))["UserProfile"]
 
     assert "Cancelled" in await user.say("CANCEL")
@@ -173,8 +161,7 @@ async def test_cancel_at_any_step_leaves_the_stored_profile_untouched(
 
 
 async def test_help_during_the_dialog_shows_help_and_asks_the_same_question_again(user: BotHarness) -> None:
-    await user.say("profile")
-    await user.say("Car")
+    await user.say_all("profile", "Car")
 
     reply = await user.say("help")
 
@@ -185,8 +172,7 @@ async def test_help_during_the_dialog_shows_help_and_asks_the_same_question_agai
 
 async def test_the_dialog_resumes_from_storage_with_a_new_bot(user: BotHarness) -> None:
     """A new StateBot on the same storage is what a restarted process is; the next answer continues."""
-    await user.say("profile")
-    await user.say("Car")
+    await user.say_all("profile", "Car")
 
     restarted = user.elsewhere(user.conversation_id)
 
