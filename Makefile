@@ -12,10 +12,11 @@ PYTHON ?= $(shell \
 	elif command -v pyenv >/dev/null 2>&1; then ls -d "$$(pyenv root)"/versions/3.12*/bin/python3.12 2>/dev/null | sort -V | tail -n 1; \
 	fi)
 
-.PHONY: help run test lint format bench clean
+.PHONY: help run serve test lint format bench clean
 
 help:
 	@echo "make run    start the bot on http://127.0.0.1:3978/api/messages (settings: .env, see .env.example)"
+	@echo "make serve  the production server: gunicorn, WEB_CONCURRENCY workers (default 2) on HOST:PORT"
 	@echo "make test   create .venv, install everything, run ruff and the whole test suite"
 	@echo "make bench  measure turns per second on each storage backend"
 	@echo "make clean  remove .venv, node_modules and caches (keeps .state/, your bot's data)"
@@ -49,6 +50,9 @@ node_modules/.installed: package.json package-lock.json
 
 run: $(VENV)/.runtime
 	$(PY) app.py
+
+serve: $(VENV)/.runtime
+	$(VENV)/bin/gunicorn
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

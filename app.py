@@ -29,6 +29,9 @@ from storage import StateStorage, StorageError, build_storage
 
 logger = logging.getLogger(__name__)
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Libraries that log every request (azure-core with all headers) or every statement (aiosqlite) at INFO/DEBUG.
+CHATTY_LOGGERS = ("aiosqlite", "azure", "urllib3", "msal", "msrest", "botbuilder", "botframework", "asyncio")
 MESSAGES_PATH = "/api/messages"
 READY_TIMEOUT_SECONDS = 3.0
 
@@ -44,6 +47,27 @@ class BotRuntime:
 
 SETTINGS = web.AppKey("settings", Settings)
 RUNTIME = web.AppKey("runtime", BotRuntime)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log to stderr at ``LOG_LEVEL``, the same under ``python app.py``, gunicorn and tests.
+
+    A handler is added only when nobody configured logging yet (pytest and embedding apps keep theirs).
+    Third-party loggers stay at WARNING unless ``LOG_LEVEL=DEBUG``.
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+    root.setLevel(settings.log_level_number)
+    library_level = logging.DEBUG if settings.log_level == "DEBUG" else max(logging.WARNING, settings.log_level_number)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(library_level)
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def bot_authentication(settings: Settings) -> ConfigurationBotFrameworkAuthentication:
@@ -62,6 +86,8 @@ async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     storage = await build_storage(settings)
     logger.info("state storage: %s", storage.describe())
+    if storage.name == "memory":
+        logger.warning("STORAGE=memory: every user's state is lost when the process stops; use it for tests only")
     try:
         bot = StateBot(ConversationState(storage), UserState(storage))
         app[RUNTIME] = BotRuntime(storage=storage, bot=bot, adapter=StateBotAdapter(bot_authentication(settings)))
@@ -111,6 +137,12 @@ async def create_app(settings: Settings | None = None) -> web.Application:
     """The aiohttp application. Without ``settings`` they are read from the environment and ``.env``."""
     if settings is None:
         settings = settings_from_environment()
+    configure_logging(settings)
+    if not settings.auth_enabled and not _is_loopback(settings.host):
+        logger.warning(
+            "HOST=%s without MicrosoftAppId: anybody who can reach this port can talk to the bot as any user",
+            settings.host,
+        )
     app = web.Application(middlewares=[json_errors])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_runtime_context)
@@ -139,7 +171,7 @@ def main() -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
         logger.error("cannot start: %s", err)
         return 2
-    logging.basicConfig(level=settings.log_level_number, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     try:
         sock = _bind(settings)
     except OSError as err:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,8 @@ class Settings:
     cosmos_key: str = ""
     cosmos_database: str = "bot-state"
     cosmos_container: str = "bot-state"
+    web_concurrency: int = 2
+    turn_retries: int = 3
 
     @property
     def auth_enabled(self) -> bool:
@@ -68,7 +70,8 @@ class Settings:
             f"azure_storage_account_url={self.azure_storage_account_url!r}, blob_container={self.blob_container!r}, "
             f"table_name={self.table_name!r}, cosmos_endpoint={self.cosmos_endpoint!r}, "
             f"cosmos_key={'***' if self.cosmos_key else ''!r}, cosmos_database={self.cosmos_database!r}, "
-            f"cosmos_container={self.cosmos_container!r})"
+            f"cosmos_container={self.cosmos_container!r}, web_concurrency={self.web_concurrency}, "
+            f"turn_retries={self.turn_retries})"
         )
 
 
@@ -169,6 +172,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             if not 1 <= len(value) <= 255 or any(char in value for char in "/\\?#"):
                 problems.append(f"{name}={value!r} must be 1-255 characters without / \\ ? #")
 
+    web_concurrency = _whole_number(get, "WEB_CONCURRENCY", defaults.web_concurrency, 1, 64, problems)
+    turn_retries = _whole_number(get, "TURN_RETRIES", defaults.turn_retries, 1, 10, problems)
+
     log_level = get("LOG_LEVEL", defaults.log_level).upper()
     if log_level not in LOG_LEVELS:
         problems.append(f"LOG_LEVEL={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -193,7 +199,33 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         cosmos_key=cosmos_key,
         cosmos_database=cosmos_database,
         cosmos_container=cosmos_container,
+        web_concurrency=web_concurrency,
+        turn_retries=turn_retries,
     )
+
+
+def worker_count_problem(settings: Settings, workers: int) -> str | None:
+    """Why ``settings`` cannot be served by ``workers`` processes, or None."""
+    if settings.storage == "memory" and workers > 1:
+        return (
+            f"STORAGE=memory cannot be shared by {workers} worker processes (WEB_CONCURRENCY={workers}): "
+            "each would keep its own copy of every user. Use STORAGE=sqlite, or WEB_CONCURRENCY=1"
+        )
+    return None
+
+
+def _whole_number(
+    get: Callable[[str, str], str], name: str, default: int, lowest: int, highest: int, problems: list[str]
+) -> int:
+    text = get(name, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        problems.append(f"{name}={text!r} is not a whole number ({lowest}-{highest})")
+        return default
+    if not lowest <= value <= highest:
+        problems.append(f"{name}={value} is out of range ({lowest}-{highest})")
+    return value
 
 
 def settings_from_environment(env_file: str | Path = ".env") -> Settings:
