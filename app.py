@@ -23,7 +23,7 @@ from botbuilder.core import ConversationState, UserState
 from botbuilder.integration.aiohttp import ConfigurationBotFrameworkAuthentication
 
 from bots import StateBot, StateBotAdapter
-from bots.adapter import error_response
+from bots.http import error_response
 from config import ConfigError, Settings, settings_from_environment
 from storage import StateStorage, StorageError, build_storage
 

@@ -26,7 +26,7 @@ bind = [f"[{_settings.host}]:{_settings.port}" if ":" in _settings.host else f"{
 workers = _settings.web_concurrency
 graceful_timeout = 20
 accesslog = None
-# gunicorn 27 opens a control socket in ~/.gunicorn; two servers on one machine (tests, App Service slots) would share it.
+# gunicorn 27 opens a control socket in ~/.gunicorn: two servers on one machine would share it.
 control_socket_disable = True
 
 

@@ -13,11 +13,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import jwt
 from aiohttp import web
@@ -25,29 +23,16 @@ from botbuilder.core import Bot, TurnContext
 from botbuilder.integration.aiohttp import CloudAdapter
 from botbuilder.schema import Activity, ActivityTypes
 from botframework.connector.auth import BotFrameworkAuthentication
-from msrest.exceptions import DeserializationError
 from msrest.serialization import Model
 from msrest.universal_http.requests import ClientRetryPolicy
 
 from storage import StorageError
 
+from .http import RequestError, error_response, read_activity
+
 logger = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, something went wrong on my side. What you had stored with me is safe; please try again."
-
-
-class RequestError(Exception):
-    """A request we refuse, with the HTTP status and a message safe to show the caller."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def error_response(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
 class ConversationLocks:
@@ -74,33 +59,6 @@ class ConversationLocks:
         return len(self._locks)
 
 
-def parse_activity(body: object) -> Activity:
-    """Turn a decoded JSON body into an Activity, or raise ``RequestError`` naming what is wrong."""
-    if not isinstance(body, dict):
-        raise RequestError(400, "invalid_activity", "the request body must be a JSON object (an Activity)")
-    try:
-        activity = Activity().deserialize(body)
-    except (DeserializationError, TypeError, ValueError, AttributeError) as err:
-        raise RequestError(400, "invalid_activity", f"the activity could not be read: {err}") from err
-    missing = [
-        name
-        for name, value in (
-            ("type", activity.type),
-            ("channelId", activity.channel_id),
-            ("serviceUrl", activity.service_url),
-            ("conversation.id", activity.conversation and activity.conversation.id),
-            ("from.id", activity.from_property and activity.from_property.id),
-            ("recipient.id", activity.recipient and activity.recipient.id),
-        )
-        if not value or not isinstance(value, str)
-    ]
-    if missing:
-        raise RequestError(400, "invalid_activity", f"the activity is missing {', '.join(missing)}")
-    if not activity.service_url.startswith(("http://", "https://")):
-        raise RequestError(400, "invalid_activity", "serviceUrl must be an http(s) URL")
-    return activity
-
-
 def speed_up_connector_clients() -> None:
     """Make building a ConnectorClient cheap; the retry codes it gets are exactly the same.
 
@@ -122,9 +80,9 @@ class StateBotAdapter(CloudAdapter):
     async def handle(self, request: web.Request, bot: Bot) -> web.Response:
         """Serve one ``POST /api/messages``."""
         try:
-            activity = parse_activity(await self._read_json(request))
+            activity = await read_activity(request)
         except RequestError as err:
-            return error_response(err.status, err.code, err.message)
+            return err.response()
 
         conversation_key = f"{activity.channel_id}/{activity.conversation.id}"
         auth_header = request.headers.get("Authorization", "")
@@ -141,21 +99,6 @@ class StateBotAdapter(CloudAdapter):
         if invoke_response is None:
             return web.Response(status=201)
         return web.json_response(_plain(invoke_response.body), status=int(invoke_response.status))
-
-    @staticmethod
-    async def _read_json(request: web.Request) -> Any:
-        if request.content_type != "application/json":
-            raise RequestError(415, "unsupported_media_type", "send the activity as Content-Type: application/json")
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge as err:
-            raise RequestError(
-                413, "too_large", f"the request body is larger than {request.client_max_size} bytes"
-            ) from err
-        try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise RequestError(400, "invalid_json", f"the request body is not valid JSON: {err}") from err
 
     async def _on_turn_error(self, turn_context: TurnContext, error: Exception) -> None:
         """Log, tell the user and the Emulator, keep every stored byte. Storage failures become a 503."""
