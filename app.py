@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 from aiohttp import web
-from botbuilder.core import ConversationState, UserState
 from botbuilder.integration.aiohttp import ConfigurationBotFrameworkAuthentication
+from botframework.connector.auth import AuthenticationConstants, PasswordServiceClientCredentialFactory
 
-from bots import StateBot, StateBotAdapter
+from bots import StateBot, StateBotAdapter, create_bot
 from bots.http import error_response
+from bots.pipeline import TurnStates
+from bots.replies import ReplySender, TokenSource, no_token
 from config import ConfigError, Settings, settings_from_environment
 from storage import StateStorage, StorageError, build_storage
 
@@ -82,6 +84,28 @@ def bot_authentication(settings: Settings) -> ConfigurationBotFrameworkAuthentic
     )
 
 
+def outgoing_token(settings: Settings) -> TokenSource:
+    """The bearer token replies carry: none without an app id (the Emulator on this machine)."""
+    if not settings.auth_enabled:
+        return no_token
+    factory = PasswordServiceClientCredentialFactory(settings.app_id, settings.app_password, settings.app_tenant_id)
+
+    async def token() -> str | None:
+        credentials = await factory.create_credentials(
+            settings.app_id,
+            AuthenticationConstants.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE,
+            AuthenticationConstants.TO_CHANNEL_FROM_BOT_LOGIN_URL,
+            True,
+        )
+        return await asyncio.to_thread(credentials.get_access_token)
+
+    return token
+
+
+BotFactory = Callable[[StateStorage], tuple[StateBot, TurnStates]]
+BOT_FACTORY = web.AppKey("bot_factory", BotFactory)
+
+
 async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     storage = await build_storage(settings)
@@ -89,16 +113,25 @@ async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
     if storage.name == "memory":
         logger.warning("STORAGE=memory: every user's state is lost when the process stops; use it for tests only")
     try:
-        bot = StateBot(ConversationState(storage), UserState(storage))
-        app[RUNTIME] = BotRuntime(storage=storage, bot=bot, adapter=StateBotAdapter(bot_authentication(settings)))
-        yield
+        async with ReplySender.new_session() as session:
+            bot, states = app[BOT_FACTORY](storage)
+            authentication = bot_authentication(settings)
+            adapter = StateBotAdapter(
+                authentication,
+                bot,
+                states,
+                ReplySender(session, outgoing_token(settings)),
+                retries=settings.turn_retries,
+            )
+            app[RUNTIME] = BotRuntime(storage=storage, bot=bot, adapter=adapter)
+            yield
     finally:
         await storage.close()
 
 
 async def messages(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    return await runtime.adapter.handle(request, runtime.bot)
+    return await runtime.adapter.handle(request)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -133,8 +166,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(500, "internal_error", "the bot hit an unexpected error; it has been logged")
 
 
-async def create_app(settings: Settings | None = None) -> web.Application:
-    """The aiohttp application. Without ``settings`` they are read from the environment and ``.env``."""
+async def create_app(settings: Settings | None = None, *, bot_factory: BotFactory = create_bot) -> web.Application:
+    """The aiohttp application. Without ``settings`` they are read from the environment and ``.env``.
+
+    ``bot_factory`` builds the bot and its states on the opened storage (tests pass a variant of the bot).
+    """
     if settings is None:
         settings = settings_from_environment()
     configure_logging(settings)
@@ -145,6 +181,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
         )
     app = web.Application(middlewares=[json_errors])
     app[SETTINGS] = settings
+    app[BOT_FACTORY] = bot_factory
     app.cleanup_ctx.append(_runtime_context)
     app.router.add_post(MESSAGES_PATH, messages)
     app.router.add_get("/healthz", healthz)

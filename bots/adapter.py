@@ -1,136 +1,152 @@
-"""The HTTP side of a turn: request checks, authentication, one turn per conversation at a time, errors.
+"""``POST /api/messages`` end to end: check the request, authenticate it, run the turn, deliver the replies.
 
-``StateBotAdapter`` is botbuilder's ``CloudAdapter`` with the parts that go wrong in 4.17.1 done here instead:
+``StateBotAdapter`` is botbuilder's ``CloudAdapter`` used only for what the SDK does well (the middleware chain,
+``TurnContext``, authentication); the rest is ours, because in 4.17.1 it goes wrong:
 
 * malformed requests get a 4xx with a JSON body (the SDK answers 500 with a traceback, or 404);
-* ``deliveryMode: expectReplies`` returns 200 ``{"activities": [...]}`` (the SDK serializes the body twice and
-  answers 500);
 * a bad bearer token is a 401, not a 500;
-* turns of one conversation run one at a time in this process, so two quick messages do not race on state;
-* the turn error handler tells the user and logs, and never deletes stored state.
+* the turn runs in ``bots.pipeline.TurnPipeline``: replies are buffered and leave only after the turn's state
+  is saved, and a lost e_tag race re-runs the turn instead of losing it (the SDK sends replies as the bot
+  produces them and saves afterwards, so a failed save follows replies the user already read);
+* ``deliveryMode: expectReplies`` returns 200 ``{"activities": [...]}`` (the SDK answers 500);
+* no ConnectorClient or UserTokenClient is built per turn; replies go out on one aiohttp session
+  (``bots.replies``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
+import uuid
 
 import jwt
 from aiohttp import web
 from botbuilder.core import Bot, TurnContext
 from botbuilder.integration.aiohttp import CloudAdapter
-from botbuilder.schema import Activity, ActivityTypes
+from botbuilder.schema import Activity, ActivityTypes, DeliveryModes, ResourceResponse
 from botframework.connector.auth import BotFrameworkAuthentication
-from msrest.serialization import Model
-from msrest.universal_http.requests import ClientRetryPolicy
-
-from storage import StorageError
 
 from .http import RequestError, error_response, read_activity
+from .pipeline import (
+    BUFFER_KEY,
+    INVOKE_RESPONSE_KEY,
+    TurnOutcome,
+    TurnPipeline,
+    TurnResult,
+    TurnStates,
+    deliverable,
+    describe,
+)
+from .replies import ReplyError, ReplySender
 
 logger = logging.getLogger(__name__)
 
-APOLOGY = "Sorry, something went wrong on my side. What you had stored with me is safe; please try again."
-
-
-class ConversationLocks:
-    """One ``asyncio.Lock`` per conversation, dropped again when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
-
-
-def speed_up_connector_clients() -> None:
-    """Make building a ConnectorClient cheap; the retry codes it gets are exactly the same.
-
-    The SDK builds two msrest clients for every turn, and msrest 0.7.1 computes each one's retry codes by
-    looking up 999 numbers in a 500-element *list* (``ClientRetryPolicy.safe_codes``): about 7 ms of CPU per
-    client, most of a turn's cost. As a frozenset the same lookups are instant. Idempotent.
-    """
-    if not isinstance(ClientRetryPolicy.safe_codes, frozenset):
-        ClientRetryPolicy.safe_codes = frozenset(ClientRetryPolicy.safe_codes)
+UNAUTHORIZED = RequestError(401, "unauthorized", "the request's Authorization header was missing or invalid")
 
 
 class StateBotAdapter(CloudAdapter):
-    def __init__(self, authentication: BotFrameworkAuthentication) -> None:
+    def __init__(
+        self,
+        authentication: BotFrameworkAuthentication,
+        bot: Bot,
+        states: TurnStates,
+        replies: ReplySender,
+        retries: int,
+    ) -> None:
         super().__init__(authentication)
-        speed_up_connector_clients()
-        self._locks = ConversationLocks()
-        self.on_turn_error = self._on_turn_error
+        self._replies = replies
+        self.pipeline = TurnPipeline(
+            states=states,
+            logic=bot.on_turn,
+            new_context=self._new_context,
+            run_middleware=self.run_pipeline,
+            retries=retries,
+        )
 
-    async def handle(self, request: web.Request, bot: Bot) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
         """Serve one ``POST /api/messages``."""
+        started = time.perf_counter()
         try:
             activity = await read_activity(request)
+            await self._authenticate(activity, request.headers.get("Authorization", ""))
         except RequestError as err:
             return err.response()
 
-        conversation_key = f"{activity.channel_id}/{activity.conversation.id}"
-        auth_header = request.headers.get("Authorization", "")
-        try:
-            async with self._locks.hold(conversation_key):
-                invoke_response = await self.process_activity(auth_header, activity, bot.on_turn)
-        except (PermissionError, jwt.InvalidTokenError) as err:
-            logger.info("rejected a request that failed authentication: %s", err)
-            return error_response(401, "unauthorized", "the request's Authorization header was missing or invalid")
-        except StorageError as err:
-            logger.warning("turn of %s failed: state storage is unavailable: %s", conversation_key, err)
-            return error_response(503, "storage_unavailable", "the bot's state storage is unavailable; retry later")
-
-        if invoke_response is None:
-            return web.Response(status=201)
-        return web.json_response(_plain(invoke_response.body), status=int(invoke_response.status))
-
-    async def _on_turn_error(self, turn_context: TurnContext, error: Exception) -> None:
-        """Log, tell the user and the Emulator, keep every stored byte. Storage failures become a 503."""
-        activity = turn_context.activity
-        logger.error(
-            "turn failed (channel=%s conversation=%s activity=%s)",
-            activity.channel_id,
-            activity.conversation.id if activity.conversation else None,
-            activity.id,
-            exc_info=error,
+        result = await self.pipeline.run(activity)
+        response = await self._respond(activity, result)
+        logger.info(
+            "turn %s: %s, %d repl%s, %d attempt%s, %.1f ms -> %d",
+            describe(activity),
+            result.outcome,
+            len(result.activities),
+            "y" if len(result.activities) == 1 else "ies",
+            result.attempts,
+            "" if result.attempts == 1 else "s",
+            (time.perf_counter() - started) * 1000,
+            response.status,
         )
+        return response
+
+    async def _authenticate(self, activity: Activity, auth_header: str) -> None:
         try:
-            await turn_context.send_activity(APOLOGY)
-            await turn_context.send_activity(
-                Activity(
-                    type=ActivityTypes.trace,
-                    name="on_turn_error",
-                    label="TurnError",
-                    value=f"{type(error).__name__}: {error}",
-                    value_type="https://www.botframework.com/schemas/error",
+            result = await self.bot_framework_authentication.authenticate_request(activity, auth_header)
+        except (PermissionError, jwt.InvalidTokenError) as err:
+            logger.info("refused a request that failed authentication: %s", err)
+            raise UNAUTHORIZED from err
+        activity.caller_id = result.caller_id
+
+    async def _respond(self, activity: Activity, result: TurnResult) -> web.Response:
+        failure = FAILURES.get(result.outcome)
+        if activity.delivery_mode == DeliveryModes.expect_replies:
+            body = {"activities": [reply.serialize() for reply in result.activities]}
+            if failure is not None:
+                return web.json_response({**failure.body(), **body}, status=failure.status)
+            return web.json_response(body, status=200)
+        try:
+            await self._replies.send(result.activities)
+        except ReplyError as err:
+            logger.warning("turn %s: replies were not delivered to its serviceUrl: %s", describe(activity), err)
+            if result.outcome == TurnOutcome.OK:
+                return error_response(
+                    502, "reply_not_delivered", "the turn was saved, but its replies could not be delivered"
                 )
-            )
-        except Exception:
-            logger.exception("could not tell the user about the failed turn")
-        if isinstance(error, StorageError):
-            raise error
+        if failure is not None:
+            return failure.response()
+        if activity.type == ActivityTypes.invoke:
+            invoke = result.invoke_response
+            if invoke is None:
+                return error_response(501, "not_implemented", "the bot does not handle this invoke")
+            return web.json_response(invoke.body, status=int(invoke.status))
+        return web.Response(status=201)
+
+    def _new_context(self, activity: Activity) -> TurnContext:
+        context = TurnContext(self, activity)
+        context.turn_state[BUFFER_KEY] = []
+        return context
+
+    async def send_activities(self, context: TurnContext, activities: list[Activity]) -> list[ResourceResponse]:
+        """Buffer the turn's outgoing activities; the pipeline hands them out once the state is saved."""
+        buffer: list[Activity] = context.turn_state[BUFFER_KEY]
+        responses = []
+        for activity in activities:
+            if activity.type == ActivityTypes.invoke_response:
+                context.turn_state[INVOKE_RESPONSE_KEY] = activity.value
+            elif deliverable(activity):
+                activity.id = None
+                buffer.append(activity)
+            responses.append(ResourceResponse(id=uuid.uuid4().hex))
+        return responses
 
 
-def _plain(body: object) -> object:
-    """An invoke body as JSON-ready data (the SDK sometimes hands back models, sometimes dicts)."""
-    if isinstance(body, Model):
-        return body.serialize()
-    if isinstance(body, list):
-        return [_plain(item) for item in body]
-    return body
+# Turns that could not be served, as the HTTP caller sees them (the user gets the pipeline's reply as well).
+FAILURES = {
+    TurnOutcome.STORAGE_UNAVAILABLE: RequestError(
+        503,
+        TurnOutcome.STORAGE_UNAVAILABLE,
+        "the bot's state storage is unavailable; retry later",
+        {"Retry-After": "5"},
+    ),
+    TurnOutcome.RECORD_DAMAGED: RequestError(
+        503, TurnOutcome.RECORD_DAMAGED, "a stored record of this conversation cannot be decoded; it was kept as it is"
+    ),
+}

@@ -24,12 +24,15 @@ class RequestError(Exception):
         self.message = message
         self.headers = headers or {}
 
+    def body(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
     def response(self) -> web.Response:
-        return error_response(self.status, self.code, self.message, self.headers)
+        return web.json_response(self.body(), status=self.status, headers=self.headers)
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+    return RequestError(status, code, message, headers).response()
 
 
 async def read_activity(request: web.Request) -> Activity:

@@ -1,24 +1,40 @@
 """The conversation: welcome, learn the user's name, echo, commands, and the dialogs behind them.
 
 The bot reads and writes only through state property accessors; where the state lives is the storage's
-business. Both states are saved at the end of every turn, including turns that fail.
+business, and loading and saving are the turn pipeline's (``bots.pipeline``): the bot never sees a retry.
+
+Whose state is whose:
+
+* ``UserState`` (per user and channel): the profile. Every conversation of the user shares it.
+* ``ConversationState`` (per conversation): the message counter, shared by everyone in the conversation.
+* ``PrivateConversationState`` (per conversation *and* user): the dialog in progress and whether the bot is
+  waiting for this member's name. In a group, one member's answers never land in another member's dialog, and
+  one member cannot confirm another's ``forget``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from botbuilder.core import ActivityHandler, ConversationState, MessageFactory, TurnContext, UserState
+from botbuilder.core import (
+    ActivityHandler,
+    BotState,
+    ConversationState,
+    MessageFactory,
+    PrivateConversationState,
+    TurnContext,
+    UserState,
+)
 from botbuilder.dialogs import DialogContext, DialogSet
 from botbuilder.schema import ChannelAccount
 
-from data_models import ConversationData, UserProfile
+from data_models import ConversationData, MemberData, UserProfile
 from data_models.accessors import (
     CONVERSATION_DATA_PROPERTY,
     DIALOG_STATE_PROPERTY,
+    MEMBER_DATA_PROPERTY,
     USER_PROFILE_PROPERTY,
     ModelProperty,
 )
@@ -31,6 +47,9 @@ from dialogs import (
     describe_profile,
     picture_attachment,
 )
+from storage import StateStorage
+
+from .pipeline import TurnConversationState, TurnPrivateConversationState, TurnStates, TurnUserState, erase
 
 logger = logging.getLogger(__name__)
 
@@ -65,24 +84,31 @@ def format_time(moment: datetime) -> str:
 
 
 class StateBot(ActivityHandler):
-    def __init__(self, conversation_state: ConversationState, user_state: UserState) -> None:
+    def __init__(
+        self,
+        conversation_state: ConversationState,
+        user_state: UserState,
+        private_state: PrivateConversationState,
+    ) -> None:
         self._conversation_state = conversation_state
         self._user_state = user_state
+        self._private_state = private_state
         self._profile = ModelProperty(user_state, USER_PROFILE_PROPERTY, UserProfile)
         self._conversation = ModelProperty(conversation_state, CONVERSATION_DATA_PROPERTY, ConversationData)
-        self._dialogs = DialogSet(conversation_state.create_property(DIALOG_STATE_PROPERTY))
+        self._member = ModelProperty(private_state, MEMBER_DATA_PROPERTY, MemberData)
+        self._dialogs = DialogSet(private_state.create_property(DIALOG_STATE_PROPERTY))
         self._dialogs.add(ProfileDialog(self._profile))
         self._dialogs.add(ForgetDialog(self._erase_user))
 
-    async def on_turn(self, turn_context: TurnContext) -> None:
-        # Nearly every turn needs both records: fetch them side by side (one round trip on a remote store).
-        await asyncio.gather(self._conversation_state.load(turn_context), self._user_state.load(turn_context))
-        try:
-            await super().on_turn(turn_context)
-        finally:
-            # Saved even when the turn failed, so what the user already saw replies to is not lost.
-            await self._conversation_state.save_changes(turn_context)
-            await self._user_state.save_changes(turn_context)
+    @property
+    def states(self) -> tuple[BotState, ...]:
+        """Every state the bot uses, in the order a turn writes them where a store cannot write them together.
+
+        The user's record first: it is the one that conversations running in parallel (and unaware of each other)
+        can race for, and when that write loses, nothing of the turn has been written yet. Turns of one
+        conversation are serialised by the pipeline's locks, so the conversation's records rarely conflict.
+        """
+        return (self._user_state, self._private_state, self._conversation_state)
 
     async def on_members_added_activity(self, members_added: list[ChannelAccount], turn_context: TurnContext) -> None:
         for member in members_added:
@@ -100,8 +126,7 @@ class StateBot(ActivityHandler):
                 "across conversations until you tell me to forget them.\n\n" + HELP_TEXT + "\n\n" + ASK_NAME
             )
             if member.id == turn_context.activity.from_property.id:
-                data = await self._conversation.get(turn_context)
-                await self._conversation.set(turn_context, replace(data, asked_for_name=True))
+                await self._member.set(turn_context, MemberData(asked_for_name=True))
 
     async def on_message_activity(self, turn_context: TurnContext) -> None:
         data = await self._conversation.get(turn_context)
@@ -152,8 +177,8 @@ class StateBot(ActivityHandler):
         if profile.name:
             await turn_context.send_activity(self._echo(turn_context, profile.name, data.message_count))
             return
-        if not data.asked_for_name:
-            await self._conversation.set(turn_context, replace(data, asked_for_name=True))
+        if not (await self._member.get(turn_context)).asked_for_name:
+            await self._member.set(turn_context, MemberData(asked_for_name=True))
             await turn_context.send_activity(f"Hello! I don't know you yet. {ASK_NAME}")
             return
         problem = check_name(turn_context.activity.text)
@@ -162,7 +187,7 @@ class StateBot(ActivityHandler):
             return
         name = turn_context.activity.text.strip()
         await self._profile.set(turn_context, replace(profile, name=name))
-        await self._conversation.set(turn_context, replace(data, asked_for_name=False))
+        await self._member.set(turn_context, MemberData(asked_for_name=False))
         await turn_context.send_activity(
             f"Thanks, {name}! I'll remember you. Send me anything and I'll echo it; type 'help' for commands."
         )
@@ -178,8 +203,18 @@ class StateBot(ActivityHandler):
         )
 
     async def _erase_user(self, turn_context: TurnContext) -> None:
-        """Delete the user's profile record and this conversation's record (the "forget" command)."""
-        for state in (self._user_state, self._conversation_state):
-            await state.load(turn_context)
-            await state.delete(turn_context)
-        logger.info("erased the stored state of a user on channel %s", turn_context.activity.channel_id)
+        """The "forget" command: the user's profile and their part of this conversation go when the turn is saved.
+
+        A one-to-one conversation is the user's alone, so its record goes too; a group's counter stays.
+        """
+        erase(turn_context, self._user_state)
+        erase(turn_context, self._private_state)
+        if not turn_context.activity.conversation.is_group:
+            erase(turn_context, self._conversation_state)
+        logger.info("erasing the stored state of a user on channel %s", turn_context.activity.channel_id)
+
+
+def create_bot(storage: StateStorage) -> tuple[StateBot, TurnStates]:
+    """The bot and the states a turn loads and saves for it, all on ``storage``."""
+    bot = StateBot(TurnConversationState(storage), TurnUserState(storage), TurnPrivateConversationState(storage))
+    return bot, TurnStates(storage, bot.states)

@@ -14,6 +14,7 @@ from botbuilder.core import BotState, TurnContext
 # Property names are part of the stored format: renaming one orphans every saved record.
 USER_PROFILE_PROPERTY = "UserProfile"
 CONVERSATION_DATA_PROPERTY = "ConversationData"
+MEMBER_DATA_PROPERTY = "MemberData"
 DIALOG_STATE_PROPERTY = "DialogState"
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from botbuilder.core import ConversationState, UserState
+from botbuilder.core import TurnContext
 from botbuilder.core.adapters import TestAdapter
 from botbuilder.schema import Activity, ActivityTypes, ChannelAccount, ConversationAccount
 
-from bots import StateBot
+from bots import create_bot
 from storage import StateStorage
 
 BOT = ChannelAccount(id="bot", name="Bot")
@@ -28,9 +28,9 @@ class BotHarness:
         self.user_id = user_id
         self.conversation_id = conversation_id
         self.channel_id = channel_id
-        self.bot = StateBot(ConversationState(storage), UserState(storage))
+        self.bot, self.states = create_bot(storage)
         self.adapter = TestAdapter(
-            self.bot.on_turn,
+            self._turn,
             Activity(
                 channel_id=channel_id,
                 service_url="https://channel.invalid",
@@ -39,6 +39,12 @@ class BotHarness:
                 conversation=ConversationAccount(id=conversation_id),
             ),
         )
+
+    async def _turn(self, turn_context: TurnContext) -> None:
+        """What the turn pipeline does around the bot, minus locks and retries: load, run, save."""
+        await self.states.load(turn_context)
+        await self.bot.on_turn(turn_context)
+        await self.states.save(turn_context)
 
     def elsewhere(self, conversation_id: str, user_id: str | None = None, channel_id: str | None = None) -> BotHarness:
         """The same storage, seen from another conversation (of the same user unless told otherwise)."""
@@ -81,6 +87,11 @@ class BotHarness:
     @property
     def user_key(self) -> str:
         return f"{self.channel_id}/users/{self.user_id}"
+
+    @property
+    def member_key(self) -> str:
+        """The PrivateConversationState record: this user in this conversation."""
+        return f"{self.channel_id}/conversations/{self.conversation_id}/users/{self.user_id}/"
 
     @property
     def conversation_key(self) -> str:

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from config import load_settings
+
 ROOT = Path(__file__).resolve().parents[1]
 URL_LINE = re.compile(r"Emulator URL: (http://\S+)")
 START_TIMEOUT = 60.0
@@ -38,8 +40,14 @@ _NEUTRAL = dict.fromkeys(
         "MicrosoftAppTenantId",
         "AZURE_STORAGE_CONNECTION_STRING",
         "AZURE_STORAGE_ACCOUNT_URL",
+        "BLOB_CONTAINER",
+        "TABLE_NAME",
         "COSMOS_ENDPOINT",
         "COSMOS_KEY",
+        "COSMOS_DATABASE",
+        "COSMOS_CONTAINER",
+        "WEB_CONCURRENCY",
+        "TURN_RETRIES",
     ),
     "",
 )
@@ -103,3 +111,62 @@ def run_app_expecting_failure(**settings: str) -> subprocess.CompletedProcess[st
     """Start ``python app.py`` with bad settings; it must stop by itself quickly."""
     env = bot_environment(**{"PORT": "0", **settings})
     return subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+class GunicornProcess:
+    """``python -m gunicorn`` with the repository's ``gunicorn.conf.py``, as ``make serve`` runs it, on a free port."""
+
+    def __init__(self, log_path: Path, **settings: str) -> None:
+        self.log_path = log_path
+        self.port = free_port()
+        self.env = bot_environment(**{"HOST": "127.0.0.1", "PORT": str(self.port), **settings})
+        self.settings = load_settings(self.env)
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def messages_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/messages"
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gunicorn", cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self.process
+
+    async def start(self) -> None:
+        """Start it and wait until every worker answers ``/readyz``."""
+        process = await self._spawn()
+        workers = self.settings.web_concurrency
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{self.log_path.read_text()}")
+            if self.log_path.read_text(errors="replace").count("state storage:") >= workers and await self._ready():
+                return
+            await asyncio.sleep(0.1)
+        await self.stop()
+        raise TimeoutError(f"gunicorn did not start within {START_TIMEOUT} s:\n{self.log_path.read_text()}")
+
+    async def _ready(self) -> bool:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            return False
+        writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        return b" 200 " in status
+
+    async def stop(self) -> int:
+        """SIGTERM, as App Service stops it; returns the exit code."""
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.process.wait(), 30)
+
+    async def run_expecting_failure(self) -> int:
+        """Start it with settings it must refuse; it has to stop by itself."""
+        process = await self._spawn()
+        return await asyncio.wait_for(process.wait(), 60)

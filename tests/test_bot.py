@@ -201,5 +201,7 @@ async def test_state_is_saved_as_plain_json_models(user: BotHarness) -> None:
 
     assert profile["UserProfile"]["name"] == "Ada"
     assert profile["UserProfile"]["schema_version"] == 1
+    member = await user.stored(user.member_key)
+
     assert conversation["ConversationData"]["message_count"] == 2
-    assert conversation["ConversationData"]["asked_for_name"] is False
+    assert member["MemberData"]["asked_for_name"] is False

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from data_models import ConversationData, Picture, UserProfile
+from data_models import ConversationData, MemberData, Picture, UserProfile
 
 
 def test_a_full_profile_round_trips_through_json() -> None:
@@ -16,9 +16,11 @@ def test_a_full_profile_round_trips_through_json() -> None:
 
 
 def test_conversation_data_round_trips_through_json() -> None:
-    data = ConversationData(message_count=7, asked_for_name=True)
+    data = ConversationData(message_count=7)
+    member = MemberData(asked_for_name=True)
 
     assert ConversationData.from_dict(json.loads(json.dumps(data.to_dict()))) == data
+    assert MemberData.from_dict(json.loads(json.dumps(member.to_dict()))) == member
 
 
 def test_records_carry_their_schema_version() -> None:
@@ -42,7 +44,8 @@ def test_unknown_fields_are_ignored_and_wrong_types_become_defaults() -> None:
     }
 
     assert UserProfile.from_dict(stored) == UserProfile(name="Ada")
-    assert ConversationData.from_dict({"message_count": True, "asked_for_name": "yes", "x": 1}) == ConversationData()
+    assert ConversationData.from_dict({"message_count": True, "x": 1}) == ConversationData()
+    assert MemberData.from_dict({"asked_for_name": "yes"}) == MemberData()
     assert ConversationData.from_dict({"message_count": -3}) == ConversationData()
 
 
@@ -50,3 +53,4 @@ def test_unknown_fields_are_ignored_and_wrong_types_become_defaults() -> None:
 def test_something_that_is_not_a_record_loads_as_empty(stored: object) -> None:
     assert UserProfile.from_dict(stored) == UserProfile()
     assert ConversationData.from_dict(stored) == ConversationData()
+    assert MemberData.from_dict(stored) == MemberData()

@@ -1,23 +1,10 @@
-"""Pieces of the adapter that are easier to pin down directly than over HTTP."""
+"""The turn pipeline: locks, retries, buffered replies, distinct outcomes."""
 
 from __future__ import annotations
 
 import asyncio
 
-from msrest.universal_http.requests import ClientRetryPolicy
-
-from bots.adapter import ConversationLocks, speed_up_connector_clients
-
-
-def test_the_connector_speed_up_keeps_the_same_retry_codes() -> None:
-    original_safe_codes = [i for i in range(500) if i != 408] + [501, 505]  # msrest 0.7.1's own definition
-    expected = [i for i in range(999) if i not in original_safe_codes]
-
-    speed_up_connector_clients()
-    speed_up_connector_clients()
-
-    assert isinstance(ClientRetryPolicy.safe_codes, frozenset)
-    assert ClientRetryPolicy().policy.status_forcelist == expected
+from bots.pipeline import ConversationLocks
 
 
 async def test_turns_of_one_conversation_run_one_at_a_time_and_locks_are_dropped() -> None:
