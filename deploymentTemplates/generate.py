@@ -112,7 +112,7 @@ def new_group_template(group_template: dict[str, Any]) -> dict[str, Any]:
                 ],
                 "properties": {
                     "mode": "Incremental",
-                    "expressionEvaluationOptions": {"scope": "inner"},
+                    "expressionEvaluationOptions": {"scope": "Inner"},
                     "parameters": {name: {"value": f"[parameters('{name}')]"} for name in group_parameters},
                     "template": copy.deepcopy(group_template),
                 },
