@@ -468,6 +468,8 @@ def test_only_the_chosen_store_is_created_with_access_for_the_identity(store: st
         role = evaluator.value(created["Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments"])
         assert role["properties"]["roleDefinitionId"].endswith(f"/sqlRoleDefinitions/{COSMOS_DATA_CONTRIBUTOR}")
         assert role["properties"]["principalId"] == IDENTITY_PRINCIPAL_ID
+        # Account scope: the SDK reads the account's metadata (regions) before any database call.
+        assert role["properties"]["scope"] == evaluator.variable("cosmosAccountId")
     else:
         assert store_types == set()
 
