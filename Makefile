@@ -42,6 +42,15 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# checkov checks deploymentTemplates/ (tests/test_deploy_templates.py). Its pins (packaging<24) clash with pytest's
+# (packaging>=24), so it gets a virtual environment of its own inside .venv.
+CHECKOV_VENV := $(VENV)/checkov
+$(CHECKOV_VENV)/.installed: $(VENV)/.python-$(WANT) requirements-checkov.txt
+	rm -rf $(CHECKOV_VENV)
+	$(PY) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
 # Azurite and the Cosmos DB peer the tests start (Node 20+); never scripts, never a download at run time.
 node_modules/.installed: package.json package-lock.json
 	@command -v npm >/dev/null 2>&1 || { echo "npm (Node 20) is needed for the Azure storage tests" >&2; exit 1; }
@@ -58,7 +67,7 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint node_modules/.installed
+test: lint node_modules/.installed $(CHECKOV_VENV)/.installed
 	$(PY) -m pytest
 
 format: $(VENV)/.dev
