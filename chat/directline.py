@@ -271,7 +271,7 @@ class DirectLine:
             # Traces are for the Emulator; Azure's Direct Line does not show them to users either.
             return web.json_response({"id": f"trace-{uuid.uuid4().hex[:8]}"})
         sender = {**BOT_ACCOUNT, **(body.get("from") or {}), "role": "bot"}
-        activity = {**body, "from": sender}
+        activity = {key: value for key, value in body.items() if key != "serviceUrl"} | {"from": sender}
         if "reply_to" in request.match_info:
             activity["replyToId"] = request.match_info["reply_to"]
         stored = conversation.append(activity)

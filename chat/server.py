@@ -54,16 +54,19 @@ def local_settings(settings: Settings) -> Settings:
     return settings
 
 
-async def create_chat_app(settings: Settings, origin: str, webchat_js: Path = WEBCHAT_JS) -> web.Application:
-    """The bot app from ``create_app`` with the Direct Line endpoint and the Web Chat page added.
+async def create_chat_app(
+    settings: Settings, directline: DirectLine, webchat_js: Path = WEBCHAT_JS
+) -> web.Application:
+    """The bot app from ``create_app`` with ``directline``'s routes and the Web Chat page added.
 
-    ``origin`` is where the server is reachable (``http://127.0.0.1:<port>``): it becomes the ``serviceUrl``.
+    ``directline.origin`` is where this server is reachable (``http://127.0.0.1:<port>``); it becomes the
+    ``serviceUrl`` the bot replies to.
     """
     settings = local_settings(settings)
-    if not origin.startswith(f"http://{LOOPBACK}:"):
-        raise ChatError(f"origin {origin!r} is not on http://{LOOPBACK}")
+    if not directline.origin.startswith(f"http://{LOOPBACK}:"):
+        raise ChatError(f"the Direct Line origin {directline.origin!r} is not on http://{LOOPBACK}")
     app = await create_app(settings)
-    DirectLine(origin).add_routes(app)
+    directline.add_routes(app)
     page = PAGE.read_text(encoding="utf-8").replace("{{WEBCHAT_VERSION}}", WEBCHAT_VERSION)
 
     async def chat_page(request: web.Request) -> web.Response:
@@ -115,7 +118,7 @@ def main() -> int:
     logger.info("Emulator URL: %s%s", origin, MESSAGES_PATH)
     logger.info("chat in your browser: %s%s", origin, PAGE_PATH)
     try:
-        web.run_app(create_chat_app(settings, origin), sock=sock, print=None, access_log=None)
+        web.run_app(create_chat_app(settings, DirectLine(origin)), sock=sock, print=None, access_log=None)
     except StorageError as err:
         logger.error("cannot start: %s", err)
         return 2
