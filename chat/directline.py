@@ -10,7 +10,7 @@ Client side (what DirectLineJS calls, under ``/v3/directline``):
 * ``POST /conversations/{id}/activities``: an activity from the user, forwarded to the bot's ``/api/messages``
   over HTTP; answered once the bot has answered, ``502`` if the bot failed;
 * ``GET /conversations/{id}/activities?watermark=N``: what was said after ``N``, a page at a time;
-* ``POST /conversations/{id}/upload?userId=``: a message with files (multipart: an ``activity`` part, then
+* ``POST /conversations/{id}/upload``: a message with files (multipart: an ``activity`` part, then
   ``file`` parts), the files kept in memory and served back at ``/v3/attachments/{id}/views/original``.
 
 Channel side (what the bot's ConnectorClient calls at the ``serviceUrl`` this endpoint gives it):
@@ -46,8 +46,10 @@ CLIENT_PREFIX = "/v3/directline"
 TOKEN_SECONDS = 1800
 PAGE_SIZE = 100
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024
+MAX_ACTIVITY_PART_BYTES = 256 * 1024
 MAX_STORED_UPLOAD_BYTES = 64 * 1024 * 1024
 FORWARD_TIMEOUT_SECONDS = 60.0
+MAX_USER_ID_LENGTH = 256
 BOT_ACCOUNT = {"id": "state-bot", "name": "State bot", "role": "bot"}
 # Served back with their own type; anything else is a download, so an uploaded page or SVG cannot run scripts
 # in this origin.
@@ -140,8 +142,11 @@ class DirectLine:
     # Tokens and conversations ------------------------------------------------------------------------------
 
     def _issue_token(self, conversation_id: str) -> dict[str, Any]:
+        now = self._clock()
+        for expired in [token for token, (_, expires_at) in self._tokens.items() if expires_at <= now]:
+            del self._tokens[expired]
         token = secrets.token_urlsafe(32)
-        self._tokens[token] = (conversation_id, self._clock() + TOKEN_SECONDS)
+        self._tokens[token] = (conversation_id, now + TOKEN_SECONDS)
         return {"conversationId": conversation_id, "token": token, "expires_in": TOKEN_SECONDS}
 
     def _authorized(self, request: web.Request, conversation_id: str | None = None) -> DirectLineConversation:
@@ -194,6 +199,8 @@ class DirectLine:
             return web.json_response(answer, status=200)
         user = body.get("user") if isinstance(body.get("user"), dict) else {}
         user_id = user.get("id") if isinstance(user.get("id"), str) and user.get("id").strip() else None
+        if user_id and len(user_id) > MAX_USER_ID_LENGTH:
+            return error_response(400, "invalid_user", f"the user id is longer than {MAX_USER_ID_LENGTH} characters")
         conversation.user_id = user_id.strip() if user_id else f"user-{uuid.uuid4().hex[:12]}"
         update = conversation.append(
             {
@@ -248,8 +255,6 @@ class DirectLine:
         try:
             conversation = self._started(request)
             activity, files = await self._read_upload(request)
-            if request.query.get("userId"):
-                activity.setdefault("from", {})["id"] = request.query["userId"]
             activity["type"] = "message"
             activity["attachments"] = [self._keep(upload) for upload in files]
             stored = self._store_from_user(conversation, activity)
@@ -270,7 +275,7 @@ class DirectLine:
         if body.get("type") == "trace":
             # Traces are for the Emulator; Azure's Direct Line does not show them to users either.
             return web.json_response({"id": f"trace-{uuid.uuid4().hex[:8]}"})
-        sender = {**BOT_ACCOUNT, **(body.get("from") or {}), "role": "bot"}
+        sender = {**BOT_ACCOUNT, **(body["from"] if isinstance(body.get("from"), dict) else {}), "role": "bot"}
         activity = {key: value for key, value in body.items() if key != "serviceUrl"} | {"from": sender}
         if "reply_to" in request.match_info:
             activity["replyToId"] = request.match_info["reply_to"]
@@ -281,7 +286,8 @@ class DirectLine:
         if not isinstance(body.get("type"), str) or not body["type"]:
             raise RequestError(400, "invalid_activity", "the activity needs a type")
         sender = body.get("from") if isinstance(body.get("from"), dict) else {}
-        sender = {**sender, "id": sender.get("id") or conversation.user_id, "role": "user"}
+        # The conversation belongs to the user who started it, as when Azure binds a token to a user id.
+        sender = {**sender, "id": conversation.user_id, "role": "user"}
         return conversation.append({**body, "from": sender, "recipient": BOT_ACCOUNT})
 
     async def _forward(self, activity: dict[str, Any]) -> None:
@@ -307,21 +313,21 @@ class DirectLine:
             raise RequestError(415, "unsupported_media_type", "send the files as multipart/form-data")
         activity: dict[str, Any] = {}
         files: list[Upload] = []
-        total = 0
+        file_bytes = 0
         try:
             reader = await request.multipart()
             async for part in reader:
                 if not isinstance(part, aiohttp.BodyPartReader):
                     raise RequestError(400, "invalid_upload", "nested multipart bodies are not supported")
-                data = await part.read(decode=True)
-                total += len(data)
-                if total > MAX_UPLOAD_BYTES:
-                    raise RequestError(413, "too_large", f"the files are larger than {MAX_UPLOAD_BYTES} bytes")
+                if part.headers.get(aiohttp.hdrs.CONTENT_ENCODING, "identity").lower() != "identity":
+                    raise RequestError(400, "invalid_upload", "compressed parts are not supported")
                 if part.name == "activity":
-                    activity = _object_from(data)
-                else:
-                    content_type = part.headers.get(aiohttp.hdrs.CONTENT_TYPE, "application/octet-stream")
-                    files.append(Upload(content_type.split(";")[0].strip(), part.filename or "file", data))
+                    activity = _object_from(part.decode(await _read_part(part, MAX_ACTIVITY_PART_BYTES)))
+                    continue
+                raw = await _read_part(part, MAX_UPLOAD_BYTES - file_bytes)
+                file_bytes += len(raw)
+                content_type = part.headers.get(aiohttp.hdrs.CONTENT_TYPE, "application/octet-stream")
+                files.append(Upload(content_type.split(";")[0].strip(), part.filename or "file", part.decode(raw)))
         except (ValueError, aiohttp.ClientPayloadError) as err:
             raise RequestError(400, "invalid_upload", f"the multipart body could not be read: {err}") from err
         if not files:
@@ -352,6 +358,18 @@ class DirectLine:
             content_type = "application/octet-stream"
             headers["Content-Disposition"] = "attachment"
         return web.Response(body=upload.data, content_type=content_type, headers=headers)
+
+
+async def _read_part(part: aiohttp.BodyPartReader, limit: int) -> bytes:
+    """The part's raw bytes, read in chunks against ``limit`` (``part.read()`` applies the app's 1 MiB limit)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await part.read_chunk():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, "too_large", f"the files are larger than {MAX_UPLOAD_BYTES} bytes in all")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _json_object(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:

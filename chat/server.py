@@ -54,9 +54,7 @@ def local_settings(settings: Settings) -> Settings:
     return settings
 
 
-async def create_chat_app(
-    settings: Settings, directline: DirectLine, webchat_js: Path = WEBCHAT_JS
-) -> web.Application:
+async def create_chat_app(settings: Settings, directline: DirectLine, webchat_js: Path = WEBCHAT_JS) -> web.Application:
     """The bot app from ``create_app`` with ``directline``'s routes and the Web Chat page added.
 
     ``directline.origin`` is where this server is reachable (``http://127.0.0.1:<port>``); it becomes the

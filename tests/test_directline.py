@@ -8,6 +8,7 @@ is what DirectLineJS sends, and the bot's replies come back through its Connecto
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import socket
 import sys
@@ -24,7 +25,7 @@ from aiohttp import web
 
 from app import create_app
 from chat import ChatError, DirectLine, create_chat_app, local_settings
-from chat.directline import TOKEN_SECONDS
+from chat.directline import MAX_UPLOAD_BYTES, TOKEN_SECONDS
 from config import Settings, load_settings
 from tests.processes import ROOT, bot_environment, free_port
 
@@ -140,7 +141,7 @@ def upload_form(activity: dict[str, Any], *files: tuple[str, str, bytes]) -> aio
     form = aiohttp.FormData()
     form.add_field("activity", json.dumps(activity), content_type="application/vnd.microsoft.activity")
     for name, content_type, data in files:
-        form.add_field("file", data, filename=name, content_type=content_type)
+        form.add_field("file", io.BytesIO(data), filename=name, content_type=content_type)
     return form
 
 
@@ -249,6 +250,20 @@ async def test_an_upload_reaches_the_bot_and_is_served_back(client: Client, http
         assert response.status == 200
         assert response.content_type == "image/png"
         assert await response.read() == picture
+
+
+@pytest.mark.parametrize(("size", "status"), [(MAX_UPLOAD_BYTES, 200), (MAX_UPLOAD_BYTES + 1, 413)])
+async def test_uploads_up_to_the_limit_are_taken(client: Client, http: aiohttp.ClientSession, size: int, status: int):
+    await client.start()
+    form = upload_form({"type": "message"}, ("big.bin", "application/octet-stream", b"x" * size))
+
+    async with http.post(
+        f"{client.base}/conversations/{client.conversation_id}/upload", data=form, headers=client.auth
+    ) as response:
+        assert response.status == status, await response.text()
+
+    uploads = [a for a in await client.new_activities() if a.get("attachments")]
+    assert [a["attachments"][0]["name"] for a in uploads] == (["big.bin"] if status == 200 else [])
 
 
 async def test_an_uploaded_page_is_served_as_a_download_not_rendered(client: Client, http: aiohttp.ClientSession):
