@@ -113,6 +113,9 @@ async def test_a_whole_conversation_in_web_chat_survives_a_restart(
         ".filter(i => i.naturalWidth > 0).length >= 2",
         timeout=20_000,
     )
+    # Web Chat, Direct Line and the pictures all come from the local server: no CDN.
+    assert f"{url}webchat.js" in chat.requested
+    assert chat.foreign_requests(url) == []
     ARTIFACTS.mkdir(exist_ok=True)
     await chat.scroll_to_bottom()
     await chat.page.screenshot(path=str(SCREENSHOT))

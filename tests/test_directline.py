@@ -402,7 +402,7 @@ async def test_the_page_uses_the_local_web_chat_and_no_cdn(server: ChatServer, h
         assert await response.text() == WEBCHAT_STAND_IN
 
 
-async def test_production_create_app_has_no_direct_line(settings: Settings, http: aiohttp.ClientSession):
+async def test_production_create_app_has_no_direct_line(settings: Settings):
     app = await create_app(settings)
     paths = {route.resource.canonical for route in app.router.routes() if route.resource is not None}
     assert not [path for path in paths if path.startswith("/v3")]

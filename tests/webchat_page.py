@@ -64,6 +64,13 @@ class WebChatPage:
 
     def __init__(self, page: Page) -> None:
         self.page = page
+        self.requested: list[str] = []
+        page.on("request", lambda request: self.requested.append(request.url))
+
+    def foreign_requests(self, origin: str) -> list[str]:
+        """Every address the page asked for that is not on ``origin`` (``data:`` and ``blob:`` are local)."""
+        local = (origin.rstrip("/") + "/", "data:", "blob:")
+        return [url for url in self.requested if not url.startswith(local)]
 
     async def open(self, url: str) -> None:
         await self.page.goto(url)
