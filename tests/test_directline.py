@@ -169,6 +169,20 @@ async def test_starting_a_conversation_sends_one_conversation_update_and_the_wel
     assert started["expires_in"] == TOKEN_SECONDS
 
 
+async def test_starting_again_or_reconnecting_sends_no_second_conversation_update(client: Client, http):
+    await client.start("ada-4")
+    assert len(await client.new_activities()) == 2
+
+    async with http.post(f"{client.base}/conversations", json={"user": {"id": "ada-4"}}, headers=client.auth) as r:
+        assert r.status == 200
+        assert (await r.json())["conversationId"] == client.conversation_id
+    async with http.get(f"{client.base}/conversations/{client.conversation_id}", headers=client.auth) as r:
+        assert r.status == 200
+        assert (await r.json())["conversationId"] == client.conversation_id
+
+    assert await client.new_activities() == []
+
+
 async def test_messages_are_forwarded_to_the_bot_and_replies_come_back_in_order(client: Client):
     await client.start("ada-2")
     await client.new_activities()
