@@ -12,14 +12,15 @@ PYTHON ?= $(shell \
 	elif command -v pyenv >/dev/null 2>&1; then ls -d "$$(pyenv root)"/versions/3.12*/bin/python3.12 2>/dev/null | sort -V | tail -n 1; \
 	fi)
 
-.PHONY: help run serve test lint format bench clean
+.PHONY: help run serve chat webchat test lint format bench clean
 
 help:
 	@echo "make run    start the bot on http://127.0.0.1:3978/api/messages (settings: .env, see .env.example)"
+	@echo "make chat   the bot plus a local Direct Line endpoint: chat with it in your browser (Web Chat)"
 	@echo "make serve  the production server: gunicorn, WEB_CONCURRENCY workers (default 2) on HOST:PORT"
 	@echo "make test   create .venv, install everything, run ruff and the whole test suite"
 	@echo "make bench  measure turns per second on each storage backend"
-	@echo "make clean  remove .venv, node_modules and caches (keeps .state/, your bot's data)"
+	@echo "make clean  remove .venv, node_modules, caches and test artefacts (keeps .state/, your bot's data)"
 
 # The virtual environment, rebuilt when it is missing or was made with another Python.
 $(VENV)/.python-$(WANT):
@@ -60,6 +61,32 @@ node_modules/.installed: package.json package-lock.json
 run: $(VENV)/.runtime
 	$(PY) app.py
 
+# Web Chat's prebuilt bundle, served by `make chat` (never from a CDN). Only dist/webchat.js is extracted from
+# the npm tarball, whose sha256 is checked first; `npm install` of the package would be ~500 MB and run scripts.
+WEBCHAT_VERSION := 4.18.1
+WEBCHAT_SHA256 := 64247186a977768d3536e6eef61cf1d6077a3b8e9c491cc3292422f6bf8d62c6
+WEBCHAT_DIR := .cache/webchat-$(WEBCHAT_VERSION)
+WEBCHAT_JS := $(WEBCHAT_DIR)/webchat.js
+
+$(WEBCHAT_JS): | $(VENV)/.python-$(WANT)
+	@command -v npm >/dev/null 2>&1 || { echo "npm is needed once to fetch Web Chat $(WEBCHAT_VERSION)" >&2; exit 1; }
+	rm -rf $(WEBCHAT_DIR).tmp && mkdir -p $(WEBCHAT_DIR).tmp
+	cd $(WEBCHAT_DIR).tmp && npm pack botframework-webchat@$(WEBCHAT_VERSION) --silent --no-audit --no-fund >/dev/null
+	@actual=$$($(PY) -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' \
+		$(WEBCHAT_DIR).tmp/botframework-webchat-$(WEBCHAT_VERSION).tgz); \
+	if [ "$$actual" != "$(WEBCHAT_SHA256)" ]; then \
+		echo "botframework-webchat-$(WEBCHAT_VERSION).tgz has sha256 $$actual, expected $(WEBCHAT_SHA256)" >&2; \
+		rm -rf $(WEBCHAT_DIR).tmp; exit 1; fi
+	tar -xzf $(WEBCHAT_DIR).tmp/botframework-webchat-$(WEBCHAT_VERSION).tgz -C $(WEBCHAT_DIR).tmp package/dist/webchat.js
+	mkdir -p $(WEBCHAT_DIR)
+	mv $(WEBCHAT_DIR).tmp/package/dist/webchat.js $@
+	rm -rf $(WEBCHAT_DIR).tmp
+
+webchat: $(WEBCHAT_JS)
+
+chat: $(VENV)/.runtime $(WEBCHAT_JS)
+	$(PY) -m chat
+
 serve: $(VENV)/.runtime
 	$(VENV)/bin/gunicorn
 
@@ -67,7 +94,7 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint node_modules/.installed $(CHECKOV_VENV)/.installed
+test: lint node_modules/.installed $(CHECKOV_VENV)/.installed $(WEBCHAT_JS)
 	$(PY) -m pytest
 
 format: $(VENV)/.dev
@@ -78,5 +105,5 @@ bench: $(VENV)/.dev node_modules/.installed
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .cache artifacts
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -61,6 +61,9 @@ def bot_environment(**settings: str) -> dict[str, str]:
 class BotProcess:
     """``python app.py`` in its own process; the URL is read from its start-up log line."""
 
+    ARGS: tuple[str, ...] = ("app.py",)
+    URL_PATTERN = URL_LINE
+
     def __init__(self, log_path: Path, **settings: str) -> None:
         self.log_path = log_path
         self.env = bot_environment(**{"PORT": "0", **settings})
@@ -70,12 +73,12 @@ class BotProcess:
     async def start(self) -> str:
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "app.py", cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                sys.executable, *self.ARGS, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + START_TIMEOUT
         offset = self.log_path.stat().st_size if self.url else 0
         while time.monotonic() < deadline:
-            found = URL_LINE.findall(self.log_path.read_text(errors="replace")[offset:])
+            found = self.URL_PATTERN.findall(self.log_path.read_text(errors="replace")[offset:])
             if found and await self._answers(found[-1]):
                 self.url = found[-1]
                 return self.url
