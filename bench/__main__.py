@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.growth import populate
-from bench.loadgen import Tally, VirtualUser, measure, rss_bytes
+from bench.loadgen import RECONNECT_EVERY, Tally, VirtualUser, measure, rss_bytes
 from bench.report import Options, Row, render_markdown, render_text, summarise
 from bench.servers import Server, bench_server, bot_server, gunicorn_server
 from tests.processes import ROOT
@@ -186,12 +186,14 @@ def _short(number: int) -> str:
     return str(number)
 
 
-async def introduce(target: Target, concurrency: int) -> None:
+async def introduce(target: Target, concurrency: int, reconnect_every: int) -> None:
     """Create the virtual users and let each one give its name in a conversation of its own."""
     assert target.server is not None
     slug = target.spec.key
     for number in range(concurrency):
-        user = VirtualUser(target.server.url, f"{slug}-user-{number:03d}", f"{slug}-conversation-{number:03d}")
+        user = VirtualUser(
+            target.server.url, f"{slug}-user-{number:03d}", f"{slug}-conversation-{number:03d}", reconnect_every
+        )
         await user.post("hello")
         status, body = await user.post(f"Ada {chr(ord('A') + number % 26)}")
         if status != 200:
@@ -218,7 +220,7 @@ async def start_servers(targets: list[Target], servers: dict[str, Server]) -> No
 
 
 async def prepare(target: Target, options: Options) -> None:
-    await introduce(target, options.concurrency)
+    await introduce(target, options.concurrency, options.reconnect_every)
     if target.spec.stored_users:
         assert target.server is not None
         path = Path(target.server.env["SQLITE_PATH"])
@@ -327,6 +329,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, list[str], Path]
     parser.add_argument("--warmup", type=float, help="seconds of unmeasured turns per target (default 1.5)")
     parser.add_argument("--growth", type=int, nargs=2, metavar=("SMALL", "LARGE"),
                         help="stored users of the growth rows (default 1000 1000000; quick: 1000 20000)")  # fmt: skip
+    parser.add_argument("--reconnect-every", type=int, default=RECONNECT_EVERY, metavar="TURNS",
+                        help=f"open a new connection after this many turns (default {RECONNECT_EVERY})")  # fmt: skip
     parser.add_argument("--results", type=Path, default=RESULTS_MD, help="markdown report (default bench/RESULTS.md)")
     args = parser.parse_args(argv)
     options = Options(
@@ -336,6 +340,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, list[str], Path]
         warmup=args.warmup or (0.3 if args.quick else 1.5),
         growth=tuple(args.growth or ((1_000, 20_000) if args.quick else (1_000, 1_000_000))),
         quick=args.quick,
+        reconnect_every=args.reconnect_every,
     )
     keys = [key for key in TARGET_KEYS if key in args.targets]
     return options, keys, args.results

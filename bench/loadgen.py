@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-RECONNECT_EVERY = 20
+RECONNECT_EVERY = 5
 TIMESTAMP = "2026-11-25T12:00:00.000Z"
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -49,7 +49,7 @@ class Tally:
 class VirtualUser:
     """One user talking in one conversation over its own keep-alive connection."""
 
-    def __init__(self, url: str, user_id: str, conversation_id: str) -> None:
+    def __init__(self, url: str, user_id: str, conversation_id: str, reconnect_every: int = RECONNECT_EVERY) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
@@ -57,6 +57,7 @@ class VirtualUser:
         self.user_id = user_id
         self.conversation_id = conversation_id
         self.sent = 0
+        self.reconnect_every = reconnect_every
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._on_connection = 0
@@ -81,7 +82,7 @@ class VirtualUser:
     async def post(self, text: str) -> tuple[int, bytes]:
         """Send one message; return the HTTP status and body. Reconnects when due or when the server closed."""
         body = self.activity(text)
-        if self._writer is None or self._on_connection >= RECONNECT_EVERY:
+        if self._writer is None or self._on_connection >= self.reconnect_every:
             await self.close()
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
             self._on_connection = 0

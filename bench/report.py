@@ -18,6 +18,7 @@ class Options:
     warmup: float = 1.5
     growth: tuple[int, int] = (1_000, 1_000_000)
     quick: bool = False
+    reconnect_every: int = 5
 
 
 @dataclass
@@ -152,8 +153,9 @@ def render_text(rows: list[Row], options: Options, facts: dict[str, str]) -> str
 METHOD = """\
 - Every target is a real server process on 127.0.0.1 (a free port), all started at the beginning and kept up; the
   load generator (`bench/loadgen.py`, raw HTTP/1.1 keep-alive over asyncio streams, one connection per virtual
-  user, opened afresh for every slice and reopened every 20 turns so that gunicorn's workers keep getting users
-  spread over them; the notes show how the server CPU split over the processes) runs in the `make bench` process.
+  user, opened afresh for every slice and reopened every {reconnect} turns: with keep-alive connections held longer,
+  one gunicorn worker accepts nearly all of them (measured 93%/7% of the CPU at 20 turns, ~50/50 at 5); the notes
+  show how the server CPU split over the processes) runs in the `make bench` process.
 - {c} virtual users each introduce themselves first (hello, then a name), so every measured turn is an ordinary
   message in `deliveryMode: expectReplies` answered with the echo in the HTTP response. A turn counts only if the
   answer is 200 and contains the message's text. Hot-conversation rows: the same users, all in ONE conversation.
@@ -188,6 +190,7 @@ def render_markdown(rows: list[Row], options: Options, facts: dict[str, str]) ->
         rounds=options.rounds,
         seconds=options.seconds,
         warmup=options.warmup,
+        reconnect=options.reconnect_every,
         small=f"{options.growth[0]:,}",
         large=f"{options.growth[1]:,}",
     )
