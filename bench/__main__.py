@@ -39,7 +39,6 @@ logger = logging.getLogger("bench")
 
 BENCH = Path(__file__).resolve().parent
 RESULTS_MD = BENCH / "RESULTS.md"
-RAW_RESULTS = BENCH / "results"
 AGENTS_VENV = BENCH / ".agents-venv"
 AGENTS_REQUIREMENTS = BENCH / "agents-requirements.txt"
 
@@ -318,7 +317,7 @@ def machine(load_before: str) -> dict[str, str]:
     }
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[Options, list[str], Path]:
+def parse_args(argv: list[str] | None = None) -> tuple[Options, list[str], Path, Path | None]:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: one short round, small growth files")
     parser.add_argument("--targets", nargs="+", choices=TARGET_KEYS, default=TARGET_KEYS, metavar="TARGET",
@@ -332,6 +331,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, list[str], Path]
     parser.add_argument("--reconnect-every", type=int, default=RECONNECT_EVERY, metavar="TURNS",
                         help=f"open a new connection after this many turns (default {RECONNECT_EVERY})")  # fmt: skip
     parser.add_argument("--results", type=Path, default=RESULTS_MD, help="markdown report (default bench/RESULTS.md)")
+    parser.add_argument("--json", type=Path, help="also write every figure as JSON to this file")
     args = parser.parse_args(argv)
     options = Options(
         concurrency=args.concurrency,
@@ -343,22 +343,21 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, list[str], Path]
         reconnect_every=args.reconnect_every,
     )
     keys = [key for key in TARGET_KEYS if key in args.targets]
-    return options, keys, args.results
+    return options, keys, args.results, args.json
 
 
 def main(argv: list[str] | None = None, write: Callable[[str], object] = sys.stdout.write) -> list[Row]:
     """Run the benchmark, write the table to ``write`` and the markdown report to ``--results``."""
-    options, keys, results_path = parse_args(argv)
+    options, keys, results_path, json_path = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bench: %(message)s", stream=sys.stderr)
     load_before = " ".join(f"{value:.2f}" for value in os.getloadavg())
     rows = asyncio.run(run(options, keys))
     facts = machine(load_before)
     write(render_text(rows, options, facts) + "\n")
     results_path.write_text(render_markdown(rows, options, facts))
-    RAW_RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    raw = {"machine": facts, "options": vars(options), "rows": [vars(row) for row in rows]}
-    (RAW_RESULTS / f"{stamp}.json").write_text(json.dumps(raw, indent=2, default=str))
+    if json_path is not None:
+        raw = {"machine": facts, "options": vars(options), "rows": [vars(row) for row in rows]}
+        json_path.write_text(json.dumps(raw, indent=2, default=str))
     return rows
 
 
