@@ -323,8 +323,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, list[str], Path,
     parser.add_argument("--targets", nargs="+", choices=TARGET_KEYS, default=TARGET_KEYS, metavar="TARGET",
                         help=f"which rows to run (default all: {' '.join(TARGET_KEYS)})")  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=8, help="virtual users sending at once (default 8)")
-    parser.add_argument("--rounds", type=int, help="measured slices per target (default 3; quick: 1)")
-    parser.add_argument("--seconds", type=float, help="length of one slice (default 4; quick: 0.5)")
+    parser.add_argument("--rounds", type=int, help="measured slices per target (default 6; quick: 1)")
+    parser.add_argument("--seconds", type=float, help="length of one slice in seconds (default 2; quick: 0.5)")
     parser.add_argument("--warmup", type=float, help="seconds of unmeasured turns per target (default 1.5)")
     parser.add_argument("--growth", type=int, nargs=2, metavar=("SMALL", "LARGE"),
                         help="stored users of the growth rows (default 1000 1000000; quick: 1000 20000)")  # fmt: skip
@@ -335,8 +335,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, list[str], Path,
     args = parser.parse_args(argv)
     options = Options(
         concurrency=args.concurrency,
-        rounds=args.rounds or (1 if args.quick else 3),
-        seconds=args.seconds or (0.5 if args.quick else 4.0),
+        rounds=args.rounds or (1 if args.quick else 6),
+        seconds=args.seconds or (0.5 if args.quick else 2.0),
         warmup=args.warmup or (0.3 if args.quick else 1.5),
         growth=tuple(args.growth or ((1_000, 20_000) if args.quick else (1_000, 1_000_000))),
         quick=args.quick,

@@ -13,8 +13,8 @@ OFFICIAL, AGENTS = "official", "agents"
 @dataclass(frozen=True)
 class Options:
     concurrency: int = 8
-    rounds: int = 3
-    seconds: float = 4.0
+    rounds: int = 6
+    seconds: float = 2.0
     warmup: float = 1.5
     growth: tuple[int, int] = (1_000, 1_000_000)
     quick: bool = False
