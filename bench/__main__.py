@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -111,6 +112,8 @@ class Services:
         from tests.cosmos_server import SERVER_PACKAGE, CosmosServer, start_cosmos_server
 
         if self.cosmos is None:
+            if shutil.which("node") is None:
+                raise RuntimeError("node is not installed")
             if not (SERVER_PACKAGE / "lib" / "cli.js").is_file():
                 raise RuntimeError(f"{SERVER_PACKAGE} is missing (npm ci --ignore-scripts)")
             cert, key = self.workdir / "cosmos-cert.pem", self.workdir / "cosmos-key.pem"
