@@ -19,7 +19,7 @@ help:
 	@echo "make chat   the bot plus a local Direct Line endpoint: chat with it in your browser (Web Chat)"
 	@echo "make serve  the production server: gunicorn, WEB_CONCURRENCY workers (default 2) on HOST:PORT"
 	@echo "make test   create .venv, install everything, run ruff and the whole test suite"
-	@echo "make bench  measure turns per second on each storage backend"
+	@echo "make bench  measure this bot against its baselines, every backend (QUICK=1: smoke run); bench/RESULTS.md"
 	@echo "make clean  remove .venv, node_modules, caches and test artefacts (keeps .state/, your bot's data)"
 
 # The virtual environment, rebuilt when it is missing or was made with another Python.
@@ -102,7 +102,7 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff check --fix .
 
 bench: $(VENV)/.dev node_modules/.installed
-	$(PY) -m bench
+	$(PY) -m bench $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .cache artifacts

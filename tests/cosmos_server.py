@@ -98,8 +98,17 @@ readDocument.default = (account, req, res, params) => {
 process.stdin.on("end", () => process.exit(0));
 process.stdin.resume();
 
+// A certificate of the caller's (COSMOSDB_SERVER_TLS_CERT / _KEY) instead of the bundled, expired one, so that a
+// client can verify TLS against it (the benchmark runs the unmodified bot that way).
+const fs = require("fs");
+const tls = process.env.COSMOSDB_SERVER_TLS_CERT
+  ? {
+      cert: fs.readFileSync(process.env.COSMOSDB_SERVER_TLS_CERT),
+      key: fs.readFileSync(process.env.COSMOSDB_SERVER_TLS_KEY),
+    }
+  : {};
 const { createHttpsServer } = require(lib);
-const server = createHttpsServer().listen(0, "127.0.0.1", () => {
+const server = createHttpsServer(tls).listen(0, "127.0.0.1", () => {
   console.log(`Ready to accept HTTPS connections at 127.0.0.1:${server.address().port}`);
 });
 """
@@ -153,8 +162,13 @@ def _tail(path: Path, limit: int = 4000) -> str:
     return text[-limit:]
 
 
-def start_cosmos_server(log_dir: Path, *, fix_missing_item_read: bool = True) -> CosmosServer:
+def start_cosmos_server(
+    log_dir: Path, *, fix_missing_item_read: bool = True, tls: tuple[Path, Path] | None = None
+) -> CosmosServer:
     """Start cosmosdb-server on a free 127.0.0.1 port and wait until it accepts connections.
+
+    ``tls`` (certificate, key) replaces the server's bundled self-signed certificate (only with the launcher,
+    i.e. ``fix_missing_item_read``).
 
     Skips (fails under CI=true) when node or the npm package is missing. Raises ``RuntimeError`` with the
     server's output when it does not come up within ``STARTUP_TIMEOUT_S``. The caller must ``stop()`` it.
@@ -179,7 +193,11 @@ def start_cosmos_server(log_dir: Path, *, fix_missing_item_read: bool = True) ->
             stdin=subprocess.PIPE if fix_missing_item_read else subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
-            env={**os.environ, "COSMOSDB_SERVER_PACKAGE": str(SERVER_PACKAGE)},
+            env={
+                **os.environ,
+                "COSMOSDB_SERVER_PACKAGE": str(SERVER_PACKAGE),
+                **({"COSMOSDB_SERVER_TLS_CERT": str(tls[0]), "COSMOSDB_SERVER_TLS_KEY": str(tls[1])} if tls else {}),
+            },
         )
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     port: int | None = None
