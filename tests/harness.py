@@ -22,7 +22,13 @@ class BotHarness:
     """One user in one conversation with a bot whose state lives in ``storage``."""
 
     def __init__(
-        self, storage: StateStorage, user_id: str = "user-1", conversation_id: str = "conv-1", channel_id: str = "test"
+        self,
+        storage: StateStorage,
+        user_id: str = "user-1",
+        conversation_id: str = "conv-1",
+        channel_id: str = "test",
+        *,
+        group: bool = False,
     ) -> None:
         self.storage = storage
         self.user_id = user_id
@@ -36,7 +42,7 @@ class BotHarness:
                 service_url="https://channel.invalid",
                 from_property=ChannelAccount(id=user_id, name="User"),
                 recipient=BOT,
-                conversation=ConversationAccount(id=conversation_id),
+                conversation=ConversationAccount(id=conversation_id, is_group=group or None),
             ),
         )
 
@@ -49,6 +55,11 @@ class BotHarness:
     def elsewhere(self, conversation_id: str, user_id: str | None = None, channel_id: str | None = None) -> BotHarness:
         """The same storage, seen from another conversation (of the same user unless told otherwise)."""
         return BotHarness(self.storage, user_id or self.user_id, conversation_id, channel_id or self.channel_id)
+
+    def member(self, user_id: str) -> BotHarness:
+        """Another member of this (group) conversation, on the same storage."""
+        group = bool(self.adapter.template.conversation.is_group)
+        return BotHarness(self.storage, user_id, self.conversation_id, self.channel_id, group=group)
 
     async def send(self, activity: Activity) -> list[Activity]:
         self.adapter.activity_buffer.clear()

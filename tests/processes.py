@@ -54,8 +54,11 @@ _NEUTRAL = dict.fromkeys(
 
 
 def bot_environment(**settings: str) -> dict[str, str]:
-    """The current environment with every bot setting neutralised, then ``settings``."""
-    return {**os.environ, **_NEUTRAL, **settings}
+    """The current environment with every bot setting neutralised, then ``settings``.
+
+    gunicorn reads ``WEB_CONCURRENCY`` itself and cannot take an empty one: it gets the documented default.
+    """
+    return {**os.environ, **_NEUTRAL, "WEB_CONCURRENCY": "2", **settings}
 
 
 class BotProcess:

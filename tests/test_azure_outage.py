@@ -55,7 +55,7 @@ async def test_a_store_outage_fails_turns_cleanly_loses_nothing_and_heals_by_its
         failed = await talk.post(talk.activity("message", text="during the outage"))
         assert failed.status == 503
         assert failed.body["error"]["code"] == "storage_unavailable"
-        assert "something went wrong" in failed.text
+        assert "can't reach my memory" in failed.text
 
         persistent_azurite.start()
 

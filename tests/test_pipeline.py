@@ -3,8 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
 
-from bots.pipeline import ConversationLocks
+import aiohttp
+import pytest
+from aiohttp import web
+
+from app import MESSAGES_PATH, create_app
+from bots import create_bot
+from bots.pipeline import BUSY_TEXT, ConversationLocks, TurnOutcome
+from config import Settings, load_settings
+from storage import ETagConflictError, MemoryStateStorage
+from tests.channel import Conversation, FakeChannel
+from tests.harness import BotHarness
+
+
+@asynccontextmanager
+async def served(settings: Settings, bot_factory: Callable) -> AsyncIterator[str]:
+    """The real app with ``bot_factory`` over real HTTP on a free port; yields its messages URL."""
+    runner = web.AppRunner(await create_app(settings, bot_factory=bot_factory), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}{MESSAGES_PATH}"
+    finally:
+        await runner.cleanup()
 
 
 async def test_turns_of_one_conversation_run_one_at_a_time_and_locks_are_dropped() -> None:
@@ -36,3 +61,82 @@ async def test_different_conversations_do_not_wait_for_each_other() -> None:
 async def _enter(locks: ConversationLocks, key: str) -> None:
     async with locks.hold(key):
         pass
+
+
+class RacedUserRecords(MemoryStateStorage):
+    """A store where another process changes every user's record between our read and our write: each write of
+    a ``.../users/...`` key conflicts. Counts the attempts. (A stand-in for a busy multi-instance deployment.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raced = False
+        self.user_writes = 0
+
+    async def write(self, changes: Mapping[str, object]) -> None:
+        if self.raced and any("/users/" in key and "/conversations/" not in key for key in changes):
+            self.user_writes += 1
+            raise ETagConflictError("memory: changed by another writer (simulated)")
+        await super().write(changes)
+
+
+@pytest.mark.parametrize("retries", [1, 3])
+@pytest.mark.parametrize("expect_replies", [False, True], ids=["normal", "expectReplies"])
+async def test_a_turn_that_always_loses_its_race_gets_one_busy_reply_after_turn_retries_attempts(
+    http: aiohttp.ClientSession,
+    channel: FakeChannel,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    retries: int,
+    expect_replies: bool,
+) -> None:
+    store = RacedUserRecords()
+    settings = load_settings({"PORT": "0", "STORAGE": "memory", "TURN_RETRIES": str(retries)})
+
+    async with served(settings, lambda _: create_bot(store)) as url:
+        talk = Conversation(http, url, channel, expect_replies=expect_replies)
+        await talk.say("hi")
+        store.raced = True
+        before = {key: record.document for key, record in store._records.items()}
+
+        reply = await talk.say("Ada")  # naming writes the user's record, which always conflicts
+
+    assert reply.texts == [BUSY_TEXT]
+    assert len(reply.activities) == 1
+    assert store.user_writes == retries
+    assert {key: record.document for key, record in store._records.items()} == before
+    busy_lines = [r for r in caplog.records if TurnOutcome.BUSY in r.getMessage() and r.levelname == "WARNING"]
+    assert len(busy_lines) == 1
+
+
+async def test_in_a_group_each_member_has_their_own_dialog_and_forget() -> None:
+    """Alice and Bob share a group conversation. Bob's "yes" cannot save Alice's profile draft into his own
+    profile, nor confirm Alice's forget; each member's answers reach only their own dialog."""
+    store = MemoryStateStorage()
+    alice = BotHarness(store, "alice", "team-chat", group=True)
+    bob = alice.member("bob")
+    for member, name in ((alice, "Alice"), (bob, "Bob")):
+        await member.say("hi")
+        assert f"Thanks, {name}!" in await member.say(name)
+
+    await alice.say("profile")
+    await alice.say("Bus")
+    assert "Bob sent: Car" in await bob.say("Car")  # Bob is not in Alice's dialog
+    await alice.say("Alice Liddell")
+    await alice.say("no")
+    assert "Shall I save this profile?" in await alice.say("skip")
+    assert "Bob sent: yes" in await bob.say("yes")
+    assert (await bob.stored(bob.user_key))["UserProfile"]["name"] == "Bob"
+    assert (await alice.stored(alice.user_key))["UserProfile"]["name"] == "Alice"
+    assert "Saved" in await alice.say("yes")
+    assert (await alice.stored(alice.user_key))["UserProfile"]["transport"] == "Bus"
+    assert (await bob.stored(bob.user_key))["UserProfile"]["transport"] is None
+
+    assert "Are you sure?" in await alice.say("forget")
+    assert "Bob sent: yes" in await bob.say("yes")
+    assert await alice.stored(alice.user_key) is not None
+    assert "forgotten everything" in await alice.say("yes")
+    assert await alice.stored(alice.user_key) is None
+    assert await alice.stored(alice.member_key) is None
+    assert (await bob.stored(bob.user_key))["UserProfile"]["name"] == "Bob"
+    assert (await bob.stored(bob.conversation_key))["ConversationData"]["message_count"] > 0
+    assert "Bob sent: still here" in await bob.say("still here")

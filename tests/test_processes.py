@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -14,7 +10,7 @@ import pytest
 
 from tests.azurite import scratch_settings
 from tests.channel import Conversation, FakeChannel
-from tests.processes import ROOT, BotProcess, bot_environment, free_port, run_app_expecting_failure
+from tests.processes import BotProcess, run_app_expecting_failure
 
 
 @pytest.fixture(params=["sqlite", "blob", "table"])
@@ -125,50 +121,3 @@ def test_a_port_in_use_is_reported_without_a_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"PORT={port} cannot be bound" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-async def test_gunicorn_serves_the_app_factory_with_two_workers_sharing_sqlite(
-    tmp_path: Path, http: aiohttp.ClientSession, channel: FakeChannel
-):
-    """The App Service command line: two aiohttp workers, one sqlite file. Every turn lands whichever worker
-    takes it, so the name given to one worker is known to the other."""
-    port = free_port()
-    with (tmp_path / "gunicorn.log").open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "app:create_app",
-            "--worker-class",
-            "aiohttp.GunicornWebWorker",
-            "--workers",
-            "2",
-            "--bind",
-            f"127.0.0.1:{port}",
-            cwd=ROOT,
-            env=bot_environment(STORAGE="sqlite", SQLITE_PATH=str(tmp_path / "bot.sqlite3")),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                async with http.get(f"{base}/readyz") as response:
-                    if response.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("gunicorn did not become ready:\n" + (tmp_path / "gunicorn.log").read_text())
-
-        talk = Conversation(http, f"{base}/api/messages", channel, expect_replies=True)
-        await talk.say("hi")
-        await talk.say("Ada")
-        for i in range(10):
-            other = Conversation(http, talk.bot_url, channel, user_id=talk.user_id, expect_replies=True)
-            assert (await other.say(f"message {i}")).text.startswith(f"Ada sent: message {i}")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), 30)
