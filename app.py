@@ -16,14 +16,14 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 from aiohttp import web
 from botbuilder.core import ConversationState, UserState
-from botbuilder.integration.aiohttp import ConfigurationBotFrameworkAuthentication
 
 from bots import StateBot, StateBotAdapter
-from bots.http import error_response
+from bots.auth import BotAuthentication
+from bots.http import RequestPolicy, error_response
+from bots.serving import guard_event_loop, server_options
 from config import ConfigError, Settings, settings_from_environment
 from storage import StateStorage, StorageError, build_storage
 
@@ -43,6 +43,7 @@ class BotRuntime:
     storage: StateStorage
     bot: StateBot
     adapter: StateBotAdapter
+    authentication: BotAuthentication
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -70,16 +71,9 @@ def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-def bot_authentication(settings: Settings) -> ConfigurationBotFrameworkAuthentication:
-    # The SDK reads its credentials from attributes with these names.
-    return ConfigurationBotFrameworkAuthentication(
-        SimpleNamespace(
-            APP_ID=settings.app_id,
-            APP_PASSWORD=settings.app_password,
-            APP_TYPE=settings.app_type,
-            APP_TENANTID=settings.app_tenant_id,
-        )
-    )
+def bot_authentication(settings: Settings) -> BotAuthentication:
+    """Our token validation and outgoing token (``bots/auth.py``); the caller must ``await close()`` it."""
+    return BotAuthentication(settings)
 
 
 async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
@@ -88,11 +82,16 @@ async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
     logger.info("state storage: %s", storage.describe())
     if storage.name == "memory":
         logger.warning("STORAGE=memory: every user's state is lost when the process stops; use it for tests only")
+    authentication = bot_authentication(settings)
+    restore_loop = guard_event_loop(asyncio.get_running_loop())
     try:
         bot = StateBot(ConversationState(storage), UserState(storage))
-        app[RUNTIME] = BotRuntime(storage=storage, bot=bot, adapter=StateBotAdapter(bot_authentication(settings)))
+        adapter = StateBotAdapter(authentication, RequestPolicy.from_settings(settings))
+        app[RUNTIME] = BotRuntime(storage=storage, bot=bot, adapter=adapter, authentication=authentication)
         yield
     finally:
+        restore_loop()
+        await authentication.close()
         await storage.close()
 
 
@@ -143,7 +142,7 @@ async def create_app(settings: Settings | None = None) -> web.Application:
             "HOST=%s without MicrosoftAppId: anybody who can reach this port can talk to the bot as any user",
             settings.host,
         )
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_runtime_context)
     app.router.add_post(MESSAGES_PATH, messages)
@@ -183,7 +182,7 @@ def main() -> int:
     if not settings.auth_enabled:
         logger.info("MicrosoftAppId is empty: leave App ID and password empty in the Emulator")
     try:
-        web.run_app(create_app(settings), sock=sock, print=None, access_log=None)
+        web.run_app(create_app(settings), sock=sock, print=None, access_log=None, **server_options(settings))
     except StorageError as err:
         logger.error("cannot start: %s", err)
         return 2

@@ -17,7 +17,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import jwt
 from aiohttp import web
 from botbuilder.core import Bot, TurnContext
 from botbuilder.integration.aiohttp import CloudAdapter
@@ -28,7 +27,8 @@ from msrest.universal_http.requests import ClientRetryPolicy
 
 from storage import StorageError
 
-from .http import RequestError, error_response, read_activity
+from .http import RequestError, RequestPolicy, error_response, read_activity
+from .logs import short_id
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +71,9 @@ def speed_up_connector_clients() -> None:
 
 
 class StateBotAdapter(CloudAdapter):
-    def __init__(self, authentication: BotFrameworkAuthentication) -> None:
+    def __init__(self, authentication: BotFrameworkAuthentication, policy: RequestPolicy | None = None) -> None:
         super().__init__(authentication)
+        self._policy = policy or RequestPolicy()
         speed_up_connector_clients()
         self._locks = ConversationLocks()
         self.on_turn_error = self._on_turn_error
@@ -80,8 +81,9 @@ class StateBotAdapter(CloudAdapter):
     async def handle(self, request: web.Request, bot: Bot) -> web.Response:
         """Serve one ``POST /api/messages``."""
         try:
-            activity = await read_activity(request)
+            activity = await read_activity(request, self._policy)
         except RequestError as err:
+            logger.info("refused a request: %s %s", err.status, err.code)
             return err.response()
 
         conversation_key = f"{activity.channel_id}/{activity.conversation.id}"
@@ -89,11 +91,16 @@ class StateBotAdapter(CloudAdapter):
         try:
             async with self._locks.hold(conversation_key):
                 invoke_response = await self.process_activity(auth_header, activity, bot.on_turn)
-        except (PermissionError, jwt.InvalidTokenError) as err:
-            logger.info("rejected a request that failed authentication: %s", err)
-            return error_response(401, "unauthorized", "the request's Authorization header was missing or invalid")
+        except RequestError as err:
+            # Authentication refused the request (our BotAuthentication logged the one line about it).
+            return err.response()
         except StorageError as err:
-            logger.warning("turn of %s failed: state storage is unavailable: %s", conversation_key, err)
+            logger.warning(
+                "turn of %s/%s failed: state storage is unavailable: %s",
+                activity.channel_id,
+                short_id(activity.conversation.id),
+                err,
+            )
             return error_response(503, "storage_unavailable", "the bot's state storage is unavailable; retry later")
 
         if invoke_response is None:
@@ -106,8 +113,8 @@ class StateBotAdapter(CloudAdapter):
         logger.error(
             "turn failed (channel=%s conversation=%s activity=%s)",
             activity.channel_id,
-            activity.conversation.id if activity.conversation else None,
-            activity.id,
+            short_id(activity.conversation.id) if activity.conversation else None,
+            short_id(activity.id),
             exc_info=error,
         )
         try:
