@@ -89,11 +89,14 @@ class StateBotAdapter(CloudAdapter):
         conversation_key = f"{activity.channel_id}/{activity.conversation.id}"
         auth_header = request.headers.get("Authorization", "")
         try:
-            async with self._locks.hold(conversation_key):
-                invoke_response = await self.process_activity(auth_header, activity, bot.on_turn)
+            # Before the conversation lock, so that forged requests never queue in front of a real user's turn.
+            authenticated = await self.bot_framework_authentication.authenticate_request(activity, auth_header)
         except RequestError as err:
-            # Authentication refused the request (our BotAuthentication logged the one line about it).
+            # Refused (401, or 503 without signing keys); our BotAuthentication logged the one line about it.
             return err.response()
+        try:
+            async with self._locks.hold(conversation_key):
+                invoke_response = await self.process_activity(authenticated, activity, bot.on_turn)
         except StorageError as err:
             logger.warning(
                 "turn of %s/%s failed: state storage is unavailable: %s",

@@ -6,6 +6,9 @@
   descriptor for at most that long. gunicorn's aiohttp worker passes gunicorn's ``keepalive`` to the same
   parameter (gunicorn.conf.py sets it from the same setting).
 * **Slow bodies** are bounded in ``bots.http.read_json``.
+* **Malformed HTTP.** aiohttp logs every request it cannot parse (a header over 8 KB, a bad request line) at
+  ERROR with a traceback, so any client can fill the log. ``ProtocolErrorFilter`` turns those into one WARNING
+  line per ``RESOURCE_LOG_INTERVAL`` with a count.
 * **Descriptor exhaustion.** When ``accept()`` fails with EMFILE/ENFILE, asyncio stops accepting for a second,
   retries, and reports each failure to the loop's exception handler, which by default logs a traceback every
   time. ``guard_event_loop`` logs one line per ``RESOURCE_LOG_INTERVAL`` instead, with a count of the rest;
@@ -21,6 +24,8 @@ import math
 import time
 from collections.abc import Callable
 from typing import Any
+
+from aiohttp.http_exceptions import HttpProcessingError
 
 from config import Settings
 
@@ -72,12 +77,45 @@ class ResourceErrorFilter:
             loop.default_exception_handler(context)
 
 
+class ProtocolErrorFilter(logging.Filter):
+    """On ``aiohttp.server``: a request the client malformed is one WARNING line now and then, never a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_logged = -math.inf
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        now = time.monotonic()
+        if now - self._last_logged < RESOURCE_LOG_INTERVAL:
+            self.suppressed += 1
+            return False
+        record.msg = "refused a malformed HTTP request: %s %s (%d more since the last report)"
+        record.args = (error.code, type(error).__name__, self.suppressed)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = None
+        record.exc_text = None
+        self._last_logged = now
+        self.suppressed = 0
+        return True
+
+
 def guard_event_loop(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
-    """Install ``ResourceErrorFilter`` on ``loop``; returns the function that puts the previous handler back."""
+    """Install ``ResourceErrorFilter`` on ``loop`` and ``ProtocolErrorFilter`` on aiohttp's server logger.
+
+    Returns the function that undoes both.
+    """
     previous = loop.get_exception_handler()
     loop.set_exception_handler(ResourceErrorFilter(previous))
+    server_logger = logging.getLogger("aiohttp.server")
+    protocol_filter = ProtocolErrorFilter()
+    server_logger.addFilter(protocol_filter)
 
     def restore() -> None:
         loop.set_exception_handler(previous)
+        server_logger.removeFilter(protocol_filter)
 
     return restore

@@ -40,6 +40,13 @@ _NEUTRAL = dict.fromkeys(
         "AZURE_STORAGE_ACCOUNT_URL",
         "COSMOS_ENDPOINT",
         "COSMOS_KEY",
+        "ToBotFromChannelTokenIssuer",
+        "ToBotFromChannelOpenIdMetadataUrl",
+        "ToBotFromEmulatorOpenIdMetadataUrl",
+        "ToChannelFromBotLoginUrl",
+        "ToChannelFromBotOAuthScope",
+        "MAX_BODY_BYTES",
+        "REQUEST_TIMEOUT_SECONDS",
     ),
     "",
 )
