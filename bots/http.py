@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -167,6 +168,8 @@ def check_structure(body: object) -> None:
             stack.extend((item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value))
         elif isinstance(value, str) and _LONE_SURROGATE.search(value):
             raise RequestError(400, "invalid_text", f"{path or 'the body'} contains a lone surrogate (not valid text)")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise RequestError(400, "invalid_json", f"{path or 'the body'} is a number too large for JSON")
 
 
 def _label(key: str) -> str:

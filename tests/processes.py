@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,8 +61,9 @@ def bot_environment(**settings: str) -> dict[str, str]:
 class BotProcess:
     """``python app.py`` in its own process; the URL is read from its start-up log line."""
 
-    def __init__(self, log_path: Path, **settings: str) -> None:
+    def __init__(self, log_path: Path, preexec_fn: Callable[[], None] | None = None, **settings: str) -> None:
         self.log_path = log_path
+        self.preexec_fn = preexec_fn
         self.env = bot_environment(**{"PORT": "0", **settings})
         self.process: asyncio.subprocess.Process | None = None
         self.url = ""
@@ -69,7 +71,13 @@ class BotProcess:
     async def start(self) -> str:
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "app.py", cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                sys.executable,
+                "app.py",
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self.preexec_fn,
             )
         deadline = time.monotonic() + START_TIMEOUT
         offset = self.log_path.stat().st_size if self.url else 0

@@ -192,6 +192,12 @@ CASES: dict[str, tuple[Any, str | None, int, str]] = {
     ),
     "NaN in the body": (b'{"type": "message", "value": NaN}', "application/json", 400, "JSON"),
     "a 5000-digit number": (b'{"type": "message", "value": ' + b"9" * 5000 + b"}", "application/json", 400, "JSON"),
+    "a number that overflows to infinity": (
+        b'{"type": "message", "value": 1e400}',
+        "application/json",
+        400,
+        "too large",
+    ),
     "a JSON array": (b"[]", "application/json", 400, "JSON object"),
     "a JSON string": (b'"hello"', "application/json", 400, "JSON object"),
     "an empty body": (b"", "application/json", 400, "JSON"),
