@@ -22,7 +22,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from app import RUNTIME, create_app
-from bots.auth import BotAuthentication
+from bots.auth import KEY_REFRESH_INTERVAL, BotAuthentication
 from config import Settings, load_settings
 from tests.channel import BOT_ID
 from tests.identity import (
@@ -401,3 +401,20 @@ async def test_an_oversized_authorization_header_is_a_400_without_a_traceback_in
     assert status == 400
     assert not any(record.exc_info for record in caplog.records)
     assert any("malformed HTTP request" in record.getMessage() for record in caplog.records)
+
+
+async def test_keys_in_use_are_due_for_a_background_refresh_after_twelve_hours(
+    tmp_path: Path, key_server: KeyServer
+) -> None:
+    authentication = BotAuthentication(secured(tmp_path, key_server))
+    try:
+        now = time.monotonic()
+        assert not authentication.channel_keys.due(now)  # never needed: never fetched in the background
+
+        await authentication.channel_keys.key("key-1")
+
+        assert not authentication.channel_keys.due(time.monotonic())
+        assert authentication.channel_keys.due(time.monotonic() + KEY_REFRESH_INTERVAL + 1)
+        assert not authentication.emulator_keys.due(time.monotonic() + KEY_REFRESH_INTERVAL + 1)
+    finally:
+        await authentication.close()
