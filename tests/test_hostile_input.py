@@ -17,11 +17,13 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from app import create_app
 from bots.http import MAX_ATTACHMENTS, MAX_DEPTH, MAX_ID_LENGTH, MAX_MEMBERS, service_url_problem
-from config import Settings
+from config import Settings, load_settings
 from tests.channel import BOT_ID, Conversation, FakeChannel
 
 LOCAL = "http://127.0.0.1:9/"
@@ -261,9 +263,15 @@ def assert_refused_cleanly(status: int, content_type: str, text: str) -> dict[st
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
 async def test_malformed_requests_are_refused_with_a_json_4xx(
-    http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel, victim: dict[str, str], case: str
+    http: aiohttp.ClientSession,
+    bot_url: str,
+    channel: FakeChannel,
+    victim: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+    case: str,
 ) -> None:
     body, content_type, expected_status, expected_text = CASES[case]
+    caplog.clear()
 
     status, got_type, text = await send(http, bot_url, body, content_type)
 
@@ -271,6 +279,25 @@ async def test_malformed_requests_are_refused_with_a_json_4xx(
     assert status == expected_status, text
     assert expected_text in error["error"]["message"], error
     assert channel.received == []
+    assert not any(record.exc_info for record in caplog.records)
+    assert all(len(record.getMessage()) < 300 for record in caplog.records)  # no 60 KB ids in the log
+
+
+async def test_max_body_bytes_is_the_limit(http: aiohttp.ClientSession, tmp_path: Path, channel: FakeChannel) -> None:
+    settings = load_settings({"PORT": "0", "SQLITE_PATH": str(tmp_path / "bot.sqlite3"), "MAX_BODY_BYTES": "2048"})
+    runner = web.AppRunner(await create_app(settings))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/messages"
+        small = await send(http, url, base(text="x" * 1000), "application/json")
+        large = await send(http, url, base(text="x" * 3000), "application/json")
+    finally:
+        await runner.cleanup()
+
+    assert small[0] == 200, small
+    assert large[0] == 413
+    assert "2048" in json.loads(large[2])["error"]["message"]
 
 
 def test_the_matrix_has_at_least_forty_cases() -> None:
