@@ -134,7 +134,9 @@ async def read_json(request: web.Request, policy: RequestPolicy) -> Any:
     if len(raw) > policy.max_body_bytes:
         raise too_large
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+        # UTF-8 only (RFC 8259): json.loads would also guess UTF-16/32, which check_structure's byte scan
+        # does not read.
+        body = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError as err:
         # Nested deeper than the interpreter's recursion limit (about 1000 levels).
         raise RequestError(400, "too_deep", f"the JSON is nested deeper than {MAX_DEPTH} levels") from err

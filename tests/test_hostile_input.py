@@ -204,6 +204,17 @@ CASES: dict[str, tuple[Any, str | None, int, str]] = {
     "a JSON string": (b'"hello"', "application/json", 400, "JSON object"),
     "an empty body": (b"", "application/json", 400, "JSON"),
     "not UTF-8": (b'{"text": "\xff\xfe"}', "application/json", 400, "JSON"),
+    "UTF-16 hiding a lone surrogate": (
+        raw(
+            '{"type":"message","text":"\\ud800","channelId":"emulator","serviceUrl":"http://127.0.0.1:9/",'
+            '"from":{"id":"m"},"recipient":{"id":"bot-1"},"conversation":{"id":"c"}}'
+        )
+        .decode()
+        .encode("utf-16"),
+        "application/json",
+        400,
+        "JSON",
+    ),
     "missing conversation": (
         {k: v for k, v in base().items() if k != "conversation"},
         "application/json",
