@@ -497,7 +497,8 @@ class BotAuthentication(BotFrameworkAuthentication):
             self._managed_identity = ManagedIdentityCredential(client_id=self._app_id)
         try:
             access = await asyncio.wait_for(self._managed_identity.get_token(full_scope), LOGIN_TIMEOUT)
-        except (AzureError, TimeoutError) as err:
+        except (AzureError, TimeoutError, LookupError, TypeError, ValueError) as err:
+            # azure-identity lets a malformed answer escape as KeyError and the like, not only as AzureError.
             raise OutgoingTokenError(f"the managed identity gave no token: {type(err).__name__}") from err
         lifetime = access.expires_on - time.time()
         return _Token(access.token, time.monotonic() + max(0.0, lifetime - TOKEN_MARGIN))

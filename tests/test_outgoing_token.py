@@ -2,19 +2,21 @@
 
 Entra ID is not reachable here: ``tests/identity.py``'s ``LoginServer`` stands in for its client-credentials
 token endpoint on 127.0.0.1, and ``ToChannelFromBotLoginUrl`` points there. The end-to-end check (a normal-mode
-reply carrying the token to the serviceUrl) belongs with the outgoing delivery. Managed identities need Azure's
-instance metadata service and are not exercised here.
+reply carrying the token to the serviceUrl) belongs with the outgoing delivery. For ``UserAssignedMSI`` a local
+server stands in for App Service's managed identity endpoint (``IDENTITY_ENDPOINT``), which azure-identity calls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
 from bots.auth import BotAuthentication, OutgoingTokenError
 from config import Settings, load_settings
@@ -156,3 +158,72 @@ async def test_without_an_app_id_there_is_no_token() -> None:
         assert await authentication.outgoing_token() is None
     finally:
         await authentication.close()
+
+
+class IdentityEndpoint:
+    """Stands in for App Service's managed identity endpoint (``IDENTITY_ENDPOINT``), which azure-identity calls."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[dict[str, str], str | None]] = []
+        self.answer = "token"
+
+    async def token(self, request: web.Request) -> web.Response:
+        self.asked.append((dict(request.query), request.headers.get("X-IDENTITY-HEADER")))
+        if self.answer == "error":
+            return web.json_response({"error": "unavailable"}, status=500)
+        answer = {"access_token": f"msi-{len(self.asked)}", "expires_on": str(int(time.time()) + 3600)}
+        if self.answer == "token":
+            answer |= {"token_type": "Bearer", "resource": request.query["resource"]}
+        return web.json_response(answer)
+
+
+@pytest_asyncio.fixture
+async def identity(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[BotAuthentication, IdentityEndpoint]]:
+    endpoint = IdentityEndpoint()
+    app = web.Application()
+    app.router.add_get("/msi/token", endpoint.token)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{runner.addresses[0][1]}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", "header-from-app-service")
+    settings = load_settings(
+        {
+            "STORAGE": "memory",
+            "MicrosoftAppId": APP_ID,
+            "MicrosoftAppType": "UserAssignedMSI",
+            "MicrosoftAppTenantId": TENANT_ID,
+        }
+    )
+    authentication = BotAuthentication(settings)
+    try:
+        yield authentication, endpoint
+    finally:
+        await authentication.close()
+        await runner.cleanup()
+
+
+async def test_a_user_assigned_managed_identity_gets_its_token_from_the_identity_endpoint(
+    identity: tuple[BotAuthentication, IdentityEndpoint],
+) -> None:
+    authentication, endpoint = identity
+
+    tokens = [await authentication.outgoing_token() for _ in range(3)]
+
+    assert tokens == ["msi-1"] * 3
+    [(query, header)] = endpoint.asked
+    assert query["client_id"] == APP_ID
+    assert query["resource"] == "https://api.botframework.com"
+    assert header == "header-from-app-service"
+
+
+@pytest.mark.parametrize("answer", ["error", "malformed"])
+async def test_a_failing_managed_identity_is_an_outgoing_token_error(
+    identity: tuple[BotAuthentication, IdentityEndpoint], answer: str
+) -> None:
+    """azure-identity retries a 500 a few times (about 5 s) before giving up; LOGIN_TIMEOUT bounds it at 10 s."""
+    authentication, endpoint = identity
+    endpoint.answer = answer
+
+    with pytest.raises(OutgoingTokenError, match="managed identity"):
+        await authentication.outgoing_token()
