@@ -210,7 +210,8 @@ async def test_a_bug_in_a_turn_is_apologised_for_and_state_is_saved_not_deleted(
 
     storage = await SqliteStorage.open(settings.sqlite_path)
     bot = BrokenEcho(ConversationState(storage), UserState(storage))
-    adapter = StateBotAdapter(bot_authentication(settings))
+    authentication = bot_authentication(settings)
+    adapter = StateBotAdapter(authentication)
 
     async def messages(request: web.Request) -> web.Response:
         return await adapter.handle(request, bot)
@@ -236,4 +237,5 @@ async def test_a_bug_in_a_turn_is_apologised_for_and_state_is_saved_not_deleted(
         assert next(iter(conversation.values()))["ConversationData"]["message_count"] == 3
     finally:
         await runner.cleanup()
+        await authentication.close()
         await storage.close()
