@@ -16,16 +16,15 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 from aiohttp import web
-from botbuilder.integration.aiohttp import ConfigurationBotFrameworkAuthentication
-from botframework.connector.auth import AuthenticationConstants, PasswordServiceClientCredentialFactory
 
 from bots import StateBot, StateBotAdapter, create_bot
-from bots.http import error_response
+from bots.auth import BotAuthentication
+from bots.http import RequestPolicy, error_response
 from bots.pipeline import TurnStates
-from bots.replies import ReplySender, TokenSource, no_token
+from bots.replies import ReplySender
+from bots.serving import guard_event_loop, server_options
 from config import ConfigError, Settings, settings_from_environment
 from storage import StateStorage, StorageError, build_storage
 
@@ -45,6 +44,7 @@ class BotRuntime:
     storage: StateStorage
     bot: StateBot
     adapter: StateBotAdapter
+    authentication: BotAuthentication
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -72,34 +72,9 @@ def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-def bot_authentication(settings: Settings) -> ConfigurationBotFrameworkAuthentication:
-    # The SDK reads its credentials from attributes with these names.
-    return ConfigurationBotFrameworkAuthentication(
-        SimpleNamespace(
-            APP_ID=settings.app_id,
-            APP_PASSWORD=settings.app_password,
-            APP_TYPE=settings.app_type,
-            APP_TENANTID=settings.app_tenant_id,
-        )
-    )
-
-
-def outgoing_token(settings: Settings) -> TokenSource:
-    """The bearer token replies carry: none without an app id (the Emulator on this machine)."""
-    if not settings.auth_enabled:
-        return no_token
-    factory = PasswordServiceClientCredentialFactory(settings.app_id, settings.app_password, settings.app_tenant_id)
-
-    async def token() -> str | None:
-        credentials = await factory.create_credentials(
-            settings.app_id,
-            AuthenticationConstants.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE,
-            AuthenticationConstants.TO_CHANNEL_FROM_BOT_LOGIN_URL,
-            True,
-        )
-        return await asyncio.to_thread(credentials.get_access_token)
-
-    return token
+def bot_authentication(settings: Settings) -> BotAuthentication:
+    """Our token validation and outgoing token (``bots/auth.py``); the caller must ``await close()`` it."""
+    return BotAuthentication(settings)
 
 
 BotFactory = Callable[[StateStorage], tuple[StateBot, TurnStates]]
@@ -112,20 +87,24 @@ async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
     logger.info("state storage: %s", storage.describe())
     if storage.name == "memory":
         logger.warning("STORAGE=memory: every user's state is lost when the process stops; use it for tests only")
+    authentication = bot_authentication(settings)
+    restore_loop = guard_event_loop(asyncio.get_running_loop())
     try:
         async with ReplySender.new_session() as session:
             bot, states = app[BOT_FACTORY](storage)
-            authentication = bot_authentication(settings)
             adapter = StateBotAdapter(
                 authentication,
+                RequestPolicy.from_settings(settings),
                 bot,
                 states,
-                ReplySender(session, outgoing_token(settings)),
+                ReplySender(session, authentication.outgoing_token),
                 retries=settings.turn_retries,
             )
-            app[RUNTIME] = BotRuntime(storage=storage, bot=bot, adapter=adapter)
+            app[RUNTIME] = BotRuntime(storage=storage, bot=bot, adapter=adapter, authentication=authentication)
             yield
     finally:
+        restore_loop()
+        await authentication.close()
         await storage.close()
 
 
@@ -179,7 +158,7 @@ async def create_app(settings: Settings | None = None, *, bot_factory: BotFactor
             "HOST=%s without MicrosoftAppId: anybody who can reach this port can talk to the bot as any user",
             settings.host,
         )
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[BOT_FACTORY] = bot_factory
     app.cleanup_ctx.append(_runtime_context)
@@ -220,7 +199,7 @@ def main() -> int:
     if not settings.auth_enabled:
         logger.info("MicrosoftAppId is empty: leave App ID and password empty in the Emulator")
     try:
-        web.run_app(create_app(settings), sock=sock, print=None, access_log=None)
+        web.run_app(create_app(settings), sock=sock, print=None, access_log=None, **server_options(settings))
     except StorageError as err:
         logger.error("cannot start: %s", err)
         return 2

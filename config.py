@@ -12,12 +12,24 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
 APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
 STORAGE_BACKENDS = ("sqlite", "memory", "blob", "table", "cosmos")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# The Bot Framework public cloud. Sovereign clouds (and tests) set these five by the names Bot Framework apps use
+# in their appsettings; each one left unset keeps its public-cloud value.
+PUBLIC_CLOUD = {
+    "ToBotFromChannelTokenIssuer": "https://api.botframework.com",
+    "ToBotFromChannelOpenIdMetadataUrl": "https://login.botframework.com/v1/.well-known/openidconfiguration",
+    "ToBotFromEmulatorOpenIdMetadataUrl": "https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration",
+    "ToChannelFromBotLoginUrl": "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token",
+    "ToChannelFromBotOAuthScope": "https://api.botframework.com",
+}
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
 class ConfigError(ValueError):
@@ -49,6 +61,13 @@ class Settings:
     cosmos_container: str = "bot-state"
     web_concurrency: int = 2
     turn_retries: int = 3
+    to_bot_from_channel_token_issuer: str = PUBLIC_CLOUD["ToBotFromChannelTokenIssuer"]
+    to_bot_from_channel_openid_metadata_url: str = PUBLIC_CLOUD["ToBotFromChannelOpenIdMetadataUrl"]
+    to_bot_from_emulator_openid_metadata_url: str = PUBLIC_CLOUD["ToBotFromEmulatorOpenIdMetadataUrl"]
+    to_channel_from_bot_login_url: str = PUBLIC_CLOUD["ToChannelFromBotLoginUrl"]
+    to_channel_from_bot_oauth_scope: str = PUBLIC_CLOUD["ToChannelFromBotOAuthScope"]
+    max_body_bytes: int = 1024 * 1024
+    request_timeout_seconds: float = 15.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -71,7 +90,13 @@ class Settings:
             f"table_name={self.table_name!r}, cosmos_endpoint={self.cosmos_endpoint!r}, "
             f"cosmos_key={'***' if self.cosmos_key else ''!r}, cosmos_database={self.cosmos_database!r}, "
             f"cosmos_container={self.cosmos_container!r}, web_concurrency={self.web_concurrency}, "
-            f"turn_retries={self.turn_retries})"
+            f"turn_retries={self.turn_retries}, "
+            f"to_bot_from_channel_token_issuer={self.to_bot_from_channel_token_issuer!r}, "
+            f"to_bot_from_channel_openid_metadata_url={self.to_bot_from_channel_openid_metadata_url!r}, "
+            f"to_bot_from_emulator_openid_metadata_url={self.to_bot_from_emulator_openid_metadata_url!r}, "
+            f"to_channel_from_bot_login_url={self.to_channel_from_bot_login_url!r}, "
+            f"to_channel_from_bot_oauth_scope={self.to_channel_from_bot_oauth_scope!r}, "
+            f"max_body_bytes={self.max_body_bytes}, request_timeout_seconds={self.request_timeout_seconds:g})"
         )
 
 
@@ -175,6 +200,24 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     web_concurrency = _whole_number(get, "WEB_CONCURRENCY", defaults.web_concurrency, 1, 64, problems)
     turn_retries = _whole_number(get, "TURN_RETRIES", defaults.turn_retries, 1, 10, problems)
 
+    cloud = {name: get(name, default) for name, default in PUBLIC_CLOUD.items()}
+    for name, value in cloud.items():
+        if name == "ToChannelFromBotOAuthScope":
+            continue
+        problem = url_problem(value)
+        if problem:
+            problems.append(f"{name}={value!r} {problem}")
+    max_body_bytes = _whole_number(get, "MAX_BODY_BYTES", defaults.max_body_bytes, 1024, 64 * 1024 * 1024, problems)
+    timeout_text = get("REQUEST_TIMEOUT_SECONDS", f"{defaults.request_timeout_seconds:g}")
+    request_timeout_seconds = defaults.request_timeout_seconds
+    try:
+        request_timeout_seconds = float(timeout_text)
+    except ValueError:
+        problems.append(f"REQUEST_TIMEOUT_SECONDS={timeout_text!r} is not a number of seconds (0.5-300)")
+    else:
+        if not 0.5 <= request_timeout_seconds <= 300:
+            problems.append(f"REQUEST_TIMEOUT_SECONDS={timeout_text} is out of range (0.5-300)")
+
     log_level = get("LOG_LEVEL", defaults.log_level).upper()
     if log_level not in LOG_LEVELS:
         problems.append(f"LOG_LEVEL={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -201,7 +244,24 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         cosmos_container=cosmos_container,
         web_concurrency=web_concurrency,
         turn_retries=turn_retries,
+        to_bot_from_channel_token_issuer=cloud["ToBotFromChannelTokenIssuer"],
+        to_bot_from_channel_openid_metadata_url=cloud["ToBotFromChannelOpenIdMetadataUrl"],
+        to_bot_from_emulator_openid_metadata_url=cloud["ToBotFromEmulatorOpenIdMetadataUrl"],
+        to_channel_from_bot_login_url=cloud["ToChannelFromBotLoginUrl"],
+        to_channel_from_bot_oauth_scope=cloud["ToChannelFromBotOAuthScope"],
+        max_body_bytes=max_body_bytes,
+        request_timeout_seconds=request_timeout_seconds,
     )
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a cloud endpoint: https, or http only on this machine (a local test server)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return None
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
+        return None
+    return "must be an https:// URL (http:// only for localhost)"
 
 
 def worker_count_problem(settings: Settings, workers: int) -> str | None:

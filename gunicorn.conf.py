@@ -9,6 +9,7 @@ Options given on the command line win over the ones here.
 import logging
 import sys
 
+from bots.serving import gunicorn_keepalive
 from config import ConfigError, settings_from_environment, worker_count_problem
 
 logger = logging.getLogger("gunicorn.conf")
@@ -25,6 +26,8 @@ worker_class = "aiohttp.GunicornWebWorker"
 bind = [f"[{_settings.host}]:{_settings.port}" if ":" in _settings.host else f"{_settings.host}:{_settings.port}"]
 workers = _settings.web_concurrency
 graceful_timeout = 20
+# The aiohttp worker uses this as the time a connection may take to send a request head (see bots/serving.py).
+keepalive = gunicorn_keepalive(_settings)
 accesslog = None
 # gunicorn 27 opens a control socket in ~/.gunicorn: two servers on one machine would share it.
 control_socket_disable = True

@@ -19,14 +19,13 @@ import logging
 import time
 import uuid
 
-import jwt
 from aiohttp import web
 from botbuilder.core import Bot, TurnContext
 from botbuilder.integration.aiohttp import CloudAdapter
 from botbuilder.schema import Activity, ActivityTypes, DeliveryModes, ResourceResponse
 from botframework.connector.auth import BotFrameworkAuthentication
 
-from .http import RequestError, error_response, read_activity
+from .http import RequestError, RequestPolicy, error_response, read_activity
 from .pipeline import (
     BUFFER_KEY,
     INVOKE_RESPONSE_KEY,
@@ -41,19 +40,19 @@ from .replies import ReplyError, ReplySender
 
 logger = logging.getLogger(__name__)
 
-UNAUTHORIZED = RequestError(401, "unauthorized", "the request's Authorization header was missing or invalid")
-
 
 class StateBotAdapter(CloudAdapter):
     def __init__(
         self,
         authentication: BotFrameworkAuthentication,
+        policy: RequestPolicy,
         bot: Bot,
         states: TurnStates,
         replies: ReplySender,
         retries: int,
     ) -> None:
         super().__init__(authentication)
+        self._policy = policy
         self._replies = replies
         self.pipeline = TurnPipeline(
             states=states,
@@ -67,10 +66,18 @@ class StateBotAdapter(CloudAdapter):
         """Serve one ``POST /api/messages``."""
         started = time.perf_counter()
         try:
-            activity = await read_activity(request)
-            await self._authenticate(activity, request.headers.get("Authorization", ""))
+            activity = await read_activity(request, self._policy)
         except RequestError as err:
+            logger.info("refused a request: %s %s", err.status, err.code)
             return err.response()
+        # Before the conversation's lock, so that forged requests never queue in front of a real user's turn.
+        try:
+            authenticated = await self.bot_framework_authentication.authenticate_request(
+                activity, request.headers.get("Authorization", "")
+            )
+        except RequestError as err:  # 401, or 503 without signing keys; bots/auth.py logged why
+            return err.response()
+        activity.caller_id = authenticated.caller_id
 
         result = await self.pipeline.run(activity)
         response = await self._respond(activity, result)
@@ -86,14 +93,6 @@ class StateBotAdapter(CloudAdapter):
             response.status,
         )
         return response
-
-    async def _authenticate(self, activity: Activity, auth_header: str) -> None:
-        try:
-            result = await self.bot_framework_authentication.authenticate_request(activity, auth_header)
-        except (PermissionError, jwt.InvalidTokenError) as err:
-            logger.info("refused a request that failed authentication: %s", err)
-            raise UNAUTHORIZED from err
-        activity.caller_id = result.caller_id
 
     async def _respond(self, activity: Activity, result: TurnResult) -> web.Response:
         failure = FAILURES.get(result.outcome)

@@ -15,6 +15,8 @@ from urllib.parse import quote
 import aiohttp
 from botbuilder.schema import Activity
 
+from .auth import OutgoingTokenError
+
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 3.0
@@ -53,7 +55,10 @@ class ReplySender:
         """Deliver every activity, or raise ``ReplyError`` at the first that fails (the rest are not tried)."""
         if not activities:
             return
-        token = await self._token()
+        try:
+            token = await self._token()
+        except OutgoingTokenError as err:
+            raise ReplyError(f"no token to send replies with: {err}") from err
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         for activity in activities:
             url = reply_url(activity)

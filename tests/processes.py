@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from config import load_settings
@@ -48,6 +49,13 @@ _NEUTRAL = dict.fromkeys(
         "COSMOS_CONTAINER",
         "WEB_CONCURRENCY",
         "TURN_RETRIES",
+        "ToBotFromChannelTokenIssuer",
+        "ToBotFromChannelOpenIdMetadataUrl",
+        "ToBotFromEmulatorOpenIdMetadataUrl",
+        "ToChannelFromBotLoginUrl",
+        "ToChannelFromBotOAuthScope",
+        "MAX_BODY_BYTES",
+        "REQUEST_TIMEOUT_SECONDS",
     ),
     "",
 )
@@ -67,8 +75,9 @@ class BotProcess:
     ARGS: tuple[str, ...] = ("app.py",)
     URL_PATTERN = URL_LINE
 
-    def __init__(self, log_path: Path, **settings: str) -> None:
+    def __init__(self, log_path: Path, preexec_fn: Callable[[], None] | None = None, **settings: str) -> None:
         self.log_path = log_path
+        self.preexec_fn = preexec_fn
         self.env = bot_environment(**{"PORT": "0", **settings})
         self.process: asyncio.subprocess.Process | None = None
         self.url = ""
@@ -76,7 +85,13 @@ class BotProcess:
     async def start(self) -> str:
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, *self.ARGS, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                sys.executable,
+                *self.ARGS,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self.preexec_fn,
             )
         deadline = time.monotonic() + START_TIMEOUT
         offset = self.log_path.stat().st_size if self.url else 0

@@ -130,3 +130,38 @@ def test_the_environment_wins_over_the_env_file(tmp_path: Path, monkeypatch: pyt
 
     assert settings.port == 5000
     assert settings.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"MAX_BODY_BYTES": "lots"}, "MAX_BODY_BYTES"),
+        ({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES"),
+        ({"REQUEST_TIMEOUT_SECONDS": "soon"}, "REQUEST_TIMEOUT_SECONDS"),
+        ({"REQUEST_TIMEOUT_SECONDS": "0"}, "REQUEST_TIMEOUT_SECONDS"),
+        ({"ToBotFromChannelOpenIdMetadataUrl": "http://login.example.com/openid"}, "ToBotFromChannelOpenIdMetadataUrl"),
+        ({"ToChannelFromBotLoginUrl": "ftp://login.example.com/"}, "ToChannelFromBotLoginUrl"),
+        ({"ToBotFromEmulatorOpenIdMetadataUrl": "not a url"}, "ToBotFromEmulatorOpenIdMetadataUrl"),
+    ],
+)
+def test_bad_request_and_cloud_settings_are_named(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"STORAGE": "memory", **environ})
+
+    assert named in str(raised.value)
+
+
+def test_cloud_settings_accept_https_and_local_http() -> None:
+    settings = load_settings(
+        {
+            "STORAGE": "memory",
+            "ToBotFromChannelOpenIdMetadataUrl": "https://login.botframework.azure.us/v1/.well-known/openidconfiguration",
+            "ToChannelFromBotLoginUrl": "http://127.0.0.1:8080/botframework.com/oauth2/v2.0/token",
+            "MAX_BODY_BYTES": "65536",
+            "REQUEST_TIMEOUT_SECONDS": "2.5",
+        }
+    )
+
+    assert settings.to_bot_from_channel_openid_metadata_url.startswith("https://login.botframework.azure.us/")
+    assert settings.to_channel_from_bot_login_url.startswith("http://127.0.0.1:8080/")
+    assert (settings.max_body_bytes, settings.request_timeout_seconds) == (65536, 2.5)
