@@ -24,7 +24,7 @@ from aiohttp import web
 from app import RUNTIME, create_app
 from bots.auth import KEY_REFRESH_INTERVAL, BotAuthentication
 from config import Settings, load_settings
-from tests.channel import BOT_ID
+from tests.channel import BOT_ID, FakeChannel
 from tests.identity import (
     APP_ID,
     APP_PASSWORD,
@@ -32,6 +32,7 @@ from tests.identity import (
     TENANT_ID,
     KeyServer,
     KeySet,
+    LoginServer,
     channel_claims,
     emulator_claims,
     hs256,
@@ -418,3 +419,28 @@ async def test_keys_in_use_are_due_for_a_background_refresh_after_twelve_hours(
         assert not authentication.emulator_keys.due(time.monotonic() + KEY_REFRESH_INTERVAL + 1)
     finally:
         await authentication.close()
+
+
+async def test_a_normal_mode_reply_carries_a_token_from_the_configured_login_endpoint(
+    tmp_path: Path, key_server: KeyServer, http: aiohttp.ClientSession, channel: FakeChannel
+) -> None:
+    """End to end with credentials: the turn's reply goes to the serviceUrl (a local FakeChannel) with a bearer
+    token from ``ToChannelFromBotLoginUrl`` (``LoginServer``, a local stand-in for Entra ID)."""
+    login = LoginServer()
+    await login.start()
+    runner, served = await serve(secured(tmp_path, key_server, ToChannelFromBotLoginUrl=login.url))
+    try:
+        body = activity(serviceUrl=channel.url)
+        del body["deliveryMode"]
+        token = sign(channel_claims(channel.url), CHANNEL_KEY)
+
+        status, _, _ = await post(http, served.url, body, bearer(token))
+
+        assert status == 201
+        [(method, _path, headers)] = channel.requests
+        assert method == "POST"
+        assert headers["Authorization"] == "Bearer token-1"
+        assert [form["client_id"] for form in login.forms] == [APP_ID]
+    finally:
+        await runner.cleanup()
+        await login.stop()
