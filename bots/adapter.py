@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 
 from aiohttp import web
 from botbuilder.core import Bot, TurnContext
@@ -133,7 +132,7 @@ class StateBotAdapter(CloudAdapter):
             elif deliverable(activity):
                 activity.id = None
                 buffer.append(activity)
-            responses.append(ResourceResponse(id=uuid.uuid4().hex))
+            responses.append(ResourceResponse(id=f"{activity.conversation.id}|{len(buffer)}"))
         return responses
 
 
