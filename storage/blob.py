@@ -32,17 +32,20 @@ from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobClient, ContainerClient, LinearRetry
 
 from ._azure import (
+    CONNECT_TIMEOUT_S,
+    OPERATION_TIMEOUT_S,
+    READ_TIMEOUT_S,
     REAL_KEY,
     AzureErrors,
+    Healer,
     close_credential,
-    direct_transport,
     ensure_exists,
     error_code_of,
     open_client,
     public_url,
     status_of,
 )
-from .base import CorruptRecordError, ETagConflictError, StateStorage, StoredRecord
+from .base import CorruptRecordError, ETagConflictError, StateStorage, StorageError, StoredRecord
 from .keys import escape_blob_name
 
 if TYPE_CHECKING:
@@ -66,11 +69,13 @@ class BlobStorage(StateStorage):
 
     name = "blob"
 
+    operation_timeout = OPERATION_TIMEOUT_S
+
     def __init__(self, container: ContainerClient, *, credential: AsyncTokenCredential | None = None) -> None:
         self._container = container
         self._credential = credential
-        self._closed = False
         self._errors = AzureErrors(self.name, f"container {container.container_name!r}")
+        self._healer = Healer(container.create_container, "ContainerNotFound", self.describe())
         # Building a BlobClient costs more CPU than the request it makes; active conversations reuse theirs.
         self._blobs: OrderedDict[str, BlobClient] = OrderedDict()
 
@@ -115,17 +120,38 @@ class BlobStorage(StateStorage):
                 return
             raise self._errors.failed("delete", key, err) from err
 
-    async def ping(self) -> None:
-        self._check_open()
+    async def _move(self, key: str, new_key: str) -> bool:
+        name, new_name = self._blob_name(key), self._blob_name(new_key)
+        try:
+            download = await self._blob(name).download_blob(max_concurrency=1)
+            content = await download.readall()
+        except AzureError as err:
+            if status_of(err) == 404 and error_code_of(err) == "BlobNotFound":
+                return False
+            raise self._errors.failed("move aside", key, err) from err
+        try:
+            await self._blob(new_name).upload_blob(
+                content, overwrite=False, content_settings=download.properties.content_settings, max_concurrency=1
+            )
+            await self._container.delete_blob(
+                name, etag=download.properties.etag, match_condition=MatchConditions.IfNotModified
+            )
+        except AzureError as err:
+            if status_of(err) in (404, 409, 412) and error_code_of(err) != "ContainerNotFound":
+                raise ETagConflictError(f"blob: {key!r} changed while it was being moved aside") from err
+            raise self._errors.failed("move aside", key, err) from err
+        return True
+
+    async def _ping(self) -> None:
         try:
             await self._container.get_container_properties()
         except AzureError as err:
             raise self._errors.failed("ping", None, err) from err
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    async def _heal(self, err: StorageError) -> bool:
+        return await self._healer.heal(err)
+
+    async def _close(self) -> None:
         try:
             await self._container.close()
         finally:
@@ -139,10 +165,6 @@ class BlobStorage(StateStorage):
         )
 
     # -- helpers -----------------------------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise self._errors.closed()
 
     def _blob(self, name: str) -> BlobClient:
         client = self._blobs.pop(name, None) or self._container.get_blob_client(name)
@@ -172,12 +194,12 @@ class BlobStorage(StateStorage):
         try:
             envelope = json.loads(content.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as err:
-            raise CorruptRecordError(f"blob: {name!r} (key {key!r}) is not UTF-8 JSON: {err}") from err
+            raise CorruptRecordError(key, f"blob: {name!r} (key {key!r}) is not UTF-8 JSON: {err}") from err
         if not isinstance(envelope, dict) or not isinstance(envelope.get("document"), dict):
-            raise CorruptRecordError(f"blob: {name!r} (key {key!r}) has no 'document' object")
+            raise CorruptRecordError(key, f"blob: {name!r} (key {key!r}) has no 'document' object")
         if envelope.get(REAL_KEY) != key:
             raise CorruptRecordError(
-                f"blob: {name!r} holds the record of {envelope.get(REAL_KEY)!r}, not of {key!r}; left untouched"
+                key, f"blob: {name!r} holds the record of {envelope.get(REAL_KEY)!r}, not of {key!r}; left untouched"
             )
         return json.dumps(envelope["document"], ensure_ascii=False, separators=(",", ":"))
 
@@ -186,14 +208,13 @@ def turn_friendly_options() -> dict[str, Any]:
     """Client options for a store that a user's turn waits on: a few quick retries and bounded timeouts.
 
     The SDK's defaults retry after 15 s, 24 s and 42 s and allow 300 s per request: a dead account would hold a
-    turn for minutes. These give up within about 30 s in the worst case and in well under a second when the
-    service refuses connections.
+    turn for minutes. The timeouts go to the transport (``open_client`` builds it; the SDK ignores them next to
+    a transport of ours), and ``BlobStorage.operation_timeout`` caps one whole operation, retries included.
     """
     return {
         "retry_policy": LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=2),
-        "connection_timeout": 5,
-        "read_timeout": 20,
-        "transport": direct_transport(),
+        "connection_timeout": CONNECT_TIMEOUT_S,
+        "read_timeout": READ_TIMEOUT_S,
     }
 
 

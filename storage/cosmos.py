@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
 from azure.cosmos import PartitionKey
-from azure.cosmos.aio import ContainerProxy, CosmosClient
+from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import (
     CosmosAccessConditionFailedError,
     CosmosHttpResponseError,
@@ -39,7 +39,7 @@ from azure.cosmos.exceptions import (
 )
 from azure.cosmos.http_constants import SubStatusCodes
 
-from ._azure import direct_transport
+from ._azure import CONNECT_TIMEOUT_S, OPERATION_TIMEOUT_S, READ_TIMEOUT_S, Healer, direct_transport
 from .base import CorruptRecordError, ETagConflictError, RecordTooLargeError, StateStorage, StorageError, StoredRecord
 from .keys import escape_cosmos_key
 
@@ -86,6 +86,7 @@ class CosmosStorage(StateStorage):
     """``StateStorage`` over one Cosmos DB container partitioned on ``/id``. Open one with :meth:`open`."""
 
     name = "cosmos"
+    operation_timeout = OPERATION_TIMEOUT_S
 
     def __init__(
         self,
@@ -94,13 +95,15 @@ class CosmosStorage(StateStorage):
         *,
         endpoint: str,
         credential: AsyncTokenCredential | None = None,
+        database: DatabaseProxy | None = None,
     ) -> None:
         """Wrap a ready container; this object owns ``client`` and ``credential`` and closes them. See :meth:`open`."""
         self._container = container
         self._client = client
         self._credential = credential
         self._endpoint = endpoint
-        self._closed = False
+        self._healer = Healer(self._recreate_container, "", self.describe(), is_missing=_is_missing_container)
+        self._database = database
 
     @classmethod
     async def open(cls, settings: Settings, **client_options: Any) -> Self:
@@ -152,7 +155,7 @@ class CosmosStorage(StateStorage):
                 f"cosmos: container {settings.cosmos_container!r} at {where} is partitioned on {paths!r}, not "
                 f"[{PARTITION_KEY_PATH!r}]; point COSMOS_CONTAINER at a container partitioned on {PARTITION_KEY_PATH}"
             )
-        return cls(container, client, endpoint=settings.cosmos_endpoint, credential=credential)
+        return cls(container, client, endpoint=settings.cosmos_endpoint, credential=credential, database=database)
 
     @property
     def database_id(self) -> str:
@@ -219,19 +222,53 @@ class CosmosStorage(StateStorage):
         except AzureError as err:
             raise self._error("delete", key, err) from err
 
-    async def ping(self) -> None:
+    async def _move(self, key: str, new_key: str) -> bool:
+        item_id = escape_cosmos_key(key)
+        try:
+            item = await self._container.read_item(item=item_id, partition_key=item_id)
+        except CosmosResourceNotFoundError as err:
+            if err.sub_status == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND:
+                raise self._error("move aside", key, err, "the container does not exist") from err
+            return False
+        except AzureError as err:
+            raise self._error("move aside", key, err) from err
+        # The item as stored, minus the system properties Cosmos adds (and refuses on create).
+        copy = {name: value for name, value in item.items() if not name.startswith("_")}
+        copy["id"] = escape_cosmos_key(new_key)
+        try:
+            await self._container.create_item(body=copy)
+            await self._container.delete_item(
+                item=item_id,
+                partition_key=item_id,
+                etag=item.get("_etag"),
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (CosmosAccessConditionFailedError, CosmosResourceExistsError) as err:
+            raise ETagConflictError(f"cosmos: {key!r} changed while it was being moved aside") from err
+        except AzureError as err:
+            raise self._error("move aside", key, err) from err
+        return True
+
+    async def _ping(self) -> None:
         """Read the container's properties: one cheap metadata request."""
-        if self._closed:
-            raise StorageError(f"cosmos ping failed: the storage for {self.describe()} is closed")
         try:
             await self._container.read()
         except AzureError as err:
             raise StorageError(f"cosmos ping failed on {self.describe()}: {err}") from err
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    async def _heal(self, err: StorageError) -> bool:
+        return await self._healer.heal(err)
+
+    async def _recreate_container(self) -> None:
+        """The database and container again, as ``open`` makes them (needs a key: Entra data roles cannot)."""
+        if self._database is None:
+            raise StorageError(f"cosmos: {self.describe()} has no database handle to re-create the container in")
+        database = await self._client.create_database_if_not_exists(id=self._database.id)
+        await database.create_container_if_not_exists(
+            id=self.container_id, partition_key=PartitionKey(path=PARTITION_KEY_PATH)
+        )
+
+    async def _close(self) -> None:
         try:
             await self._client.close()
         finally:
@@ -242,6 +279,9 @@ class CosmosStorage(StateStorage):
         return f"cosmos at {_host_of(self._endpoint)}, database {self.database_id!r}, container {self.container_id!r}"
 
     # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _check_record(self, key: str, document: str) -> None:
+        self._item(key, document)
 
     def _item(self, key: str, document: str) -> dict[str, Any]:
         """The item to send for ``key``; refused before any request when Cosmos could not keep it as is."""
@@ -264,11 +304,13 @@ class CosmosStorage(StateStorage):
         e_tag = item.get("_etag")
         if real_id != key:
             raise CorruptRecordError(
-                f"cosmos: the item {item.get('id')!r} read for {key!r} belongs to {real_id!r}; it was left untouched"
+                key,
+                f"cosmos: the item {item.get('id')!r} read for {key!r} belongs to {real_id!r}; it was left untouched",
             )
         if not isinstance(document, dict) or not isinstance(e_tag, str) or not e_tag:
             raise CorruptRecordError(
-                f"cosmos: the item for {key!r} has no JSON object in 'document' or no '_etag'; it was left untouched"
+                key,
+                f"cosmos: the item for {key!r} has no JSON object in 'document' or no '_etag'; it was left untouched",
             )
         text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
         return StoredRecord(text, e_tag)
@@ -287,14 +329,30 @@ class CosmosStorage(StateStorage):
         return StorageError(f"cosmos {action} of {key!r} failed on {self.describe()}: {cause}: {summary}")
 
 
+def _is_missing_container(cause: BaseException) -> bool:
+    return (
+        isinstance(cause, CosmosResourceNotFoundError) and cause.sub_status == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND
+    )
+
+
 def _host_of(endpoint: str) -> str:
     parts = urlsplit(endpoint)
     return parts.netloc.rpartition("@")[2] or endpoint
 
 
 def turn_friendly_options() -> dict[str, Any]:
-    """Client options for a store that a user's turn waits on: bounded request time, few connection retries."""
-    return {"connection_timeout": 10, "retry_total": 2, "transport": direct_transport()}
+    """Client options for a store that a user's turn waits on: bounded request time, few connection retries.
+
+    The Cosmos SDK passes its own ``connection_timeout`` / ``read_timeout`` (default 65 s) with every request,
+    so here they are client options (they reach the transport through each request); the transport gets the
+    same values for anything else. ``CosmosStorage.operation_timeout`` caps one whole operation.
+    """
+    return {
+        "connection_timeout": CONNECT_TIMEOUT_S,
+        "read_timeout": READ_TIMEOUT_S,
+        "retry_total": 2,
+        "transport": direct_transport(),
+    }
 
 
 async def open_cosmos_storage(settings: Settings, **client_options: Any) -> CosmosStorage:

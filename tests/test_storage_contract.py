@@ -13,8 +13,9 @@ from botbuilder.dialogs import DialogInstance, DialogState
 from botbuilder.dialogs.choices import Choice, ListStyle
 from botbuilder.dialogs.prompts import PromptOptions
 
-from storage import ETagConflictError, StateStorage
+from storage import CorruptRecordError, ETagConflictError, StateStorage, StorageError
 from storage.codec import StateEncodingError
+from tests.backends import plant_raw
 
 KEY = "emulator/users/user-1"
 
@@ -233,3 +234,145 @@ async def test_concurrent_updates_from_one_e_tag_let_exactly_one_win(storage: St
 async def test_ping_answers_while_the_store_is_up(storage: StateStorage) -> None:
     await storage.ping()
     assert storage.describe()
+
+
+# -- several keys in one write ---------------------------------------------------------------------------------
+# ``atomic_writes`` is what a backend promises; each test checks the promise the store under test makes.
+
+USER = "emulator/users/user-1"
+CONVERSATION = "emulator/conversations/conv-1"
+THIRD = "emulator/conversations/conv-2"
+
+
+async def test_several_new_keys_are_written_together_and_all_get_their_e_tags(storage: StateStorage) -> None:
+    user: dict[str, object] = {"name": "Ada"}
+    conversation: dict[str, object] = {"count": 1}
+
+    await storage.write({USER: user, CONVERSATION: conversation})
+
+    stored = await storage.read([USER, CONVERSATION])
+    assert stored[USER]["e_tag"] == user["e_tag"]
+    assert stored[CONVERSATION]["e_tag"] == conversation["e_tag"]
+    assert (stored[USER]["name"], stored[CONVERSATION]["count"]) == ("Ada", 1)
+
+
+async def test_a_conflict_on_a_later_key_is_all_or_nothing_or_stops_in_order(storage: StateStorage) -> None:
+    await storage.write({USER: {"v": "user 1"}, CONVERSATION: {"v": "conversation 1"}})
+    stored = await storage.read([USER, CONVERSATION])
+    user, conversation = stored[USER], stored[CONVERSATION]
+    user_tag = user["e_tag"]
+    newer = dict(conversation, v="another turn's conversation")
+    await storage.write({CONVERSATION: newer})  # makes ``conversation`` stale
+
+    user["v"] = "user 2"
+    conversation["v"] = "conversation 2"
+    with pytest.raises(ETagConflictError):
+        await storage.write({USER: user, CONVERSATION: conversation, THIRD: {"v": "never"}})
+
+    stored = await storage.read([USER, CONVERSATION, THIRD])
+    assert stored[CONVERSATION]["v"] == "another turn's conversation"
+    assert THIRD not in stored  # after the failure nothing further is written, on any backend
+    if storage.atomic_writes:
+        assert stored[USER]["v"] == "user 1"
+        assert user["e_tag"] == user_tag  # nothing committed, so the caller's e_tag is still the stored one
+    else:
+        assert stored[USER]["v"] == "user 2"  # written in the order given, before the conflicting key
+        assert user["e_tag"] == stored[USER]["e_tag"] != user_tag
+
+
+async def test_a_conflict_on_the_first_key_writes_nothing(storage: StateStorage) -> None:
+    await storage.write({USER: {"v": "first"}})
+
+    with pytest.raises(ETagConflictError):
+        await storage.write({USER: {"v": "create-only again"}, CONVERSATION: {"v": "never"}})
+
+    assert await storage.read([CONVERSATION]) == {}
+    assert (await storage.read([USER]))[USER]["v"] == "first"
+
+
+async def test_an_unstorable_later_item_is_refused_before_anything_is_written(storage: StateStorage) -> None:
+    with pytest.raises(StateEncodingError):
+        await storage.write({USER: {"v": 1}, CONVERSATION: {"oops": object()}})
+
+    assert await storage.read([USER, CONVERSATION]) == {}
+
+
+async def test_concurrent_multi_key_writes_from_one_snapshot_let_exactly_one_win(storage: StateStorage) -> None:
+    await storage.write({USER: {"writer": None}, CONVERSATION: {"writer": None}})
+    base = await storage.read([USER, CONVERSATION])
+
+    results = await asyncio.gather(
+        *(
+            storage.write({USER: {**base[USER], "writer": i}, CONVERSATION: {**base[CONVERSATION], "writer": i}})
+            for i in range(4)
+        ),
+        return_exceptions=True,
+    )
+
+    winners = [i for i, result in enumerate(results) if result is None]
+    assert len(winners) == 1
+    assert all(isinstance(result, ETagConflictError) for result in results if result is not None)
+    stored = await storage.read([USER, CONVERSATION])
+    assert stored[CONVERSATION]["writer"] == winners[0]
+    assert stored[USER]["writer"] == winners[0]
+
+
+# -- damaged records -------------------------------------------------------------------------------------------
+
+DAMAGE = {"bad-json": "{not json", "unknown-type": '{"dialog":{"$type":"NoSuchType","x":1}}'}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+async def test_a_damaged_record_names_its_key_and_can_be_moved_aside(storage: StateStorage, damage: str) -> None:
+    await storage.write({USER: {"v": "healthy"}})
+    await plant_raw(storage, CONVERSATION, DAMAGE[damage])
+
+    with pytest.raises(CorruptRecordError) as caught:
+        await storage.read([USER, CONVERSATION])
+    assert caught.value.key == CONVERSATION
+
+    moved_to = await storage.move_aside(CONVERSATION)
+
+    assert moved_to is not None
+    assert moved_to.startswith(f"_damaged/{CONVERSATION}/")
+    assert await storage.read([CONVERSATION]) == {}
+    with pytest.raises(CorruptRecordError):  # kept, still as damaged as it was
+        await storage.read([moved_to])
+    await storage.write({CONVERSATION: {"v": "fresh"}})  # create-only: the key is free again
+    stored = await storage.read([USER, CONVERSATION])
+    assert (stored[USER]["v"], stored[CONVERSATION]["v"]) == ("healthy", "fresh")
+
+
+async def test_moving_aside_an_absent_key_returns_none(storage: StateStorage) -> None:
+    assert await storage.move_aside(KEY) is None
+
+
+async def test_compact_keeps_every_record(storage: StateStorage) -> None:
+    await storage.write({USER: {"v": 1}, CONVERSATION: {"v": 2}})
+    await storage.delete([CONVERSATION])
+
+    await storage.compact()
+
+    assert {key: item["v"] for key, item in (await storage.read([USER, CONVERSATION])).items()} == {USER: 1}
+
+
+# -- close -----------------------------------------------------------------------------------------------------
+
+
+async def test_after_close_every_call_raises_a_storage_error_and_close_is_idempotent(storage: StateStorage) -> None:
+    await storage.write({KEY: {"v": 1}})
+
+    await storage.close()
+    await storage.close()
+
+    calls = {
+        "read": lambda: storage.read([KEY]),
+        "write": lambda: storage.write({KEY: {"v": 2, "e_tag": "*"}}),
+        "delete": lambda: storage.delete([KEY]),
+        "move_aside": lambda: storage.move_aside(KEY),
+        "compact": storage.compact,
+        "ping": storage.ping,
+    }
+    for call in calls.values():
+        with pytest.raises(StorageError, match="closed"):
+            await call()
