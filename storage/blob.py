@@ -15,8 +15,12 @@ Semantics (see ``storage.base``)
 * conditional write: upload with ``If-Match: <e_tag>``; 412 (changed or deleted) -> ``ETagConflictError``;
 * ``*`` write: unconditional upload; read of a missing blob -> absent; delete of a missing blob -> fine;
 * anything else (a 403, a 500, a missing container, no answer at all) -> ``StorageError`` naming the key,
-  with the SDK's error chained. Nothing is retried here beyond the SDK's own retry policy, which callers tune
-  with the client options of :func:`open_blob_storage` (``retry_total=...``, ``connection_timeout=...``).
+  with the SDK's error chained. A missing container (deleted, or an emulator restarted empty) is re-created by
+  the call that finds it missing, at most once per ``HEAL_INTERVAL_S``, and that call is tried once more.
+* Time: connect and per-read timeouts on the transport (``CONNECT_TIMEOUT_S`` / ``READ_TIMEOUT_S``), a short
+  linear retry, and ``operation_timeout`` on the whole operation; see ``storage._azure``.
+* Several keys in one ``write`` are written one by one in the order given (``atomic_writes`` is false: blobs
+  have no cross-blob transaction).
 """
 
 from __future__ import annotations

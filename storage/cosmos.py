@@ -15,6 +15,12 @@ Item layout (compatible with botbuilder-azure's ``CosmosDbPartitionedStorage`` w
   is ``upsert_item``.
 * Only a 404 on a point read means "absent". Every other failure (any other status, a refused connection, a
   timeout) is a ``StorageError`` naming the backend, the operation and the key, with the SDK error chained.
+* A missing container (404 with sub-status 1003) is re-created, with its database, by the call that finds it
+  missing, at most once per ``HEAL_INTERVAL_S`` (this needs a key: Entra data-plane roles cannot create one).
+* Time: ``connection_timeout`` / ``read_timeout`` client options (the SDK sends them with each request) and
+  ``operation_timeout`` on each whole operation, the SDK's own retries included.
+* Several keys in one ``write`` are written one by one in the order given (``atomic_writes`` is false:
+  transactional batches span one logical partition, and with ``/id`` every key is its own).
 * A write whose item would exceed Cosmos's 2 MB item limit is refused with ``RecordTooLargeError`` before any
   request is sent, and so is an integer Cosmos would silently round (it keeps numbers as IEEE doubles).
 """

@@ -22,6 +22,11 @@ Semantics (see ``storage.base``)
   ``ETagConflictError``;
 * ``*`` write: ``upsert_entity(mode=REPLACE)``; read of a missing entity -> absent; delete of a missing one is fine;
 * anything else (a 403, a 500, a missing table, no answer at all) -> ``StorageError`` naming the key, chained.
+  A missing table (deleted, or an emulator restarted empty) is re-created by the call that finds it missing, at
+  most once per ``HEAL_INTERVAL_S``, and that call is tried once more.
+* Time: timeouts on the transport and ``operation_timeout`` on the whole operation; see ``storage._azure``.
+* Several keys in one ``write`` are written one by one in the order given (``atomic_writes`` is false: every key is
+  its own partition, and entity group transactions only span one partition).
 """
 
 from __future__ import annotations
