@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import sys
 from pathlib import Path
@@ -101,5 +102,46 @@ async def test_two_processes_incrementing_one_record_lose_no_update(tmp_path: Pa
     storage = await SqliteStorage.open(path)
     try:
         assert (await storage.read(["counter"]))["counter"]["count"] == 3 * increments
+    finally:
+        await storage.close()
+
+
+async def test_a_deleted_value_leaves_no_copy_in_the_database_or_its_wal_after_compact(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    wal = tmp_path / "bot.sqlite3-wal"
+    secret = "Zebediah-Quuxleton-7f3a91"
+    storage = await SqliteStorage.open(path)
+    try:
+        await storage.write({"other": {"v": "kept"}})
+        item: dict[str, object] = {"name": secret, "age": 41}
+        await storage.write({"emulator/users/u1": item})
+        for age in (42, 43):  # several versions of the page, each a frame in the WAL
+            item["age"] = age
+            await storage.write({"emulator/users/u1": item})
+        await storage.delete(["emulator/users/u1"])
+        assert secret.encode() in wal.read_bytes()  # what the forget command used to leave behind
+
+        await storage.compact()
+
+        assert secret.encode() not in path.read_bytes()
+        assert not wal.exists() or secret.encode() not in wal.read_bytes()
+        assert (await storage.read(["other"]))["other"]["v"] == "kept"
+    finally:
+        await storage.close()
+
+
+async def test_moving_a_damaged_record_aside_keeps_its_exact_text(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    storage = await SqliteStorage.open(path)
+    try:
+        await storage.write({"bad": {"v": 1}})
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("UPDATE bot_state SET document = '{\"half\": ' WHERE key = 'bad'")
+
+        moved_to = await storage.move_aside("bad")
+
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            rows = db.execute("SELECT key, document FROM bot_state").fetchall()
+        assert rows == [(moved_to, '{"half": ')]
     finally:
         await storage.close()
