@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import sqlite3
@@ -158,7 +159,7 @@ async def test_a_corrupt_record_fails_the_turn_cleanly_and_is_left_in_place(
     await conversation.say("hi")
     await conversation.say("Ada")
     key = f"emulator/users/{conversation.user_id}"
-    with sqlite3.connect(settings.sqlite_path) as db:
+    with contextlib.closing(sqlite3.connect(settings.sqlite_path)) as db, db:
         db.execute("UPDATE bot_state SET document = '{broken' WHERE key = ?", (key,))
 
     reply = await conversation.post(conversation.activity("message", text="hello"))
@@ -169,7 +170,7 @@ async def test_a_corrupt_record_fails_the_turn_cleanly_and_is_left_in_place(
         assert "something went wrong" in reply.text
         [trace] = [a for a in reply.activities if a["type"] == "trace"]
         assert "CorruptRecordError" in trace["value"]
-    with sqlite3.connect(settings.sqlite_path) as db:
+    with contextlib.closing(sqlite3.connect(settings.sqlite_path)) as db, db:
         assert db.execute("SELECT document FROM bot_state WHERE key = ?", (key,)).fetchone() == ("{broken",)
 
 

@@ -19,7 +19,7 @@ async def test_the_database_uses_wal_and_creates_its_folder(tmp_path: Path) -> N
     storage = await SqliteStorage.open(path)
     await storage.close()
 
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("PRAGMA user_version").fetchone() == (1,)
 
@@ -50,7 +50,7 @@ async def test_a_file_that_is_not_a_database_is_refused_by_name_and_left_alone(t
 
 async def test_a_database_from_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "bot.sqlite3"
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("PRAGMA user_version = 7")
     before = path.read_bytes()
 
@@ -64,14 +64,14 @@ async def test_an_undecodable_record_raises_naming_the_key_and_is_kept(tmp_path:
     storage = await SqliteStorage.open(tmp_path / "bot.sqlite3")
     try:
         await storage.write({"good": {"v": 1}, "bad": {"v": 2}})
-        with sqlite3.connect(tmp_path / "bot.sqlite3") as db:
+        with contextlib.closing(sqlite3.connect(tmp_path / "bot.sqlite3")) as db, db:
             db.execute("UPDATE bot_state SET document = 'not json' WHERE key = 'bad'")
 
         with pytest.raises(CorruptRecordError, match="'bad'"):
             await storage.read(["good", "bad"])
 
         assert (await storage.read(["good"]))["good"]["v"] == 1
-        with sqlite3.connect(tmp_path / "bot.sqlite3") as db:
+        with contextlib.closing(sqlite3.connect(tmp_path / "bot.sqlite3")) as db, db:
             assert db.execute("SELECT document FROM bot_state WHERE key = 'bad'").fetchone() == ("not json",)
     finally:
         await storage.close()
