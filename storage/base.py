@@ -22,12 +22,13 @@ Summary:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botbuilder.core import Storage, StoreItem
@@ -41,6 +42,47 @@ ANY_E_TAG = "*"
 #: Where ``move_aside`` keeps damaged records: ``_damaged/<original key>/<UTC timestamp>``. No channel key
 #: starts with an underscore (they are ``<channel>/users/...`` and ``<channel>/conversations/...``).
 DAMAGED_PREFIX = "_damaged/"
+#: Reserved top-level field of a stored document: when the record expires, in whole seconds since the epoch (UTC).
+#: Written by ``write`` under an ``ExpiryPolicy``, removed again by ``read``; never part of what callers see.
+EXPIRES_AT = "$expiresAt"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryPolicy:
+    """How long records live after their last write (sliding expiry), by the shape of their key.
+
+    ``<channel>/conversations/<id>`` (and ``.../conversations/<id>/users/<user>``, private conversation state)
+    live ``conversation_ttl``; ``<channel>/users/<id>`` live ``user_ttl``; None means forever, as does any other
+    key (heartbeats, damaged records). ``clock`` is for tests.
+    """
+
+    conversation_ttl: timedelta | None = timedelta(days=30)
+    user_ttl: timedelta | None = None
+    clock: Callable[[], datetime] = _utc_now
+
+    def ttl_for(self, key: str) -> timedelta | None:
+        parts = key.split("/")
+        if len(parts) >= 3 and parts[1] == "conversations":
+            return self.conversation_ttl
+        if len(parts) >= 3 and parts[1] == "users":
+            return self.user_ttl
+        return None
+
+
+def expires_at_of(document: str) -> int | None:
+    """The expiry stamped into a stored document's text, or None (none, or the text is not a JSON object)."""
+    if EXPIRES_AT not in document:
+        return None
+    try:
+        parsed = json.loads(document)
+    except ValueError:
+        return None
+    value = parsed.get(EXPIRES_AT) if isinstance(parsed, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class StorageError(Exception):
@@ -132,6 +174,11 @@ class StateStorage(Storage):
     #: Upper bound in seconds on one storage operation (including the SDK's own retries and a heal), or None
     #: when the backend bounds itself (sqlite's busy timeout). Past it the operation fails with ``StorageError``.
     operation_timeout: float | None = None
+    #: When set, ``write`` stamps each record with its expiry and ``read`` treats expired records as absent.
+    expiry: ExpiryPolicy | None = None
+    #: True when ``remove_expired`` can find expired records (sqlite, memory); elsewhere it removes nothing and
+    #: expired records are skipped on read and overwritten by the next write (Cosmos also deletes them itself).
+    expiry_cleanup: bool = False
     _closed: bool = False
 
     # -- the contract ------------------------------------------------------------------------------------------
@@ -148,6 +195,7 @@ class StateStorage(Storage):
         if not unique:
             return {}
         records = await self._run("read", lambda: self._load_many(unique))
+        now = self._now_epoch()
         items: dict[str, dict[str, Any]] = {}
         for key, record in records.items():
             try:
@@ -156,6 +204,9 @@ class StateStorage(Storage):
                 raise CorruptRecordError(
                     key, f"{self.name}: the stored record {key!r} cannot be decoded: {err}"
                 ) from err
+            expires_at = document.pop(EXPIRES_AT, None)
+            if isinstance(expires_at, int) and expires_at <= now:
+                continue  # expired: absent to the caller, and replaced by its next create-only write
             document[E_TAG] = record.e_tag
             items[key] = document
         return items
@@ -176,6 +227,9 @@ class StateStorage(Storage):
         before it are written and the ones after it are not. After a successful write of a key its item's
         ``"e_tag"`` is updated in place (on atomic backends only once the whole write committed), so saving the
         same state again does not conflict with itself.
+
+        Under an ``expiry`` policy each record is stamped with ``now + ttl`` (sliding), and a create-only write
+        replaces a record that has expired (conditionally on its e_tag, so a concurrent refresh still wins).
         """
         if changes is None:
             raise TypeError("write() needs a mapping of changes")
@@ -187,6 +241,11 @@ class StateStorage(Storage):
             e_tag = document.pop(E_TAG, None)
             if not (e_tag is None or (isinstance(e_tag, str) and e_tag)):
                 raise ValueError(f"invalid e_tag {e_tag!r} for {key!r}: use a stored e_tag, '*' or none")
+            if EXPIRES_AT in document:
+                raise ValueError(f"{EXPIRES_AT!r} is reserved and cannot be a field of stored state ({key!r})")
+            ttl = self.expiry.ttl_for(key) if self.expiry is not None else None
+            if ttl is not None:
+                document[EXPIRES_AT] = self._now_epoch() + max(1, int(ttl.total_seconds()))
             write = PendingWrite(key, codec.dumps(document), e_tag)
             self._check_record(write.key, write.document)
             pending.append((item, write))
@@ -194,13 +253,38 @@ class StateStorage(Storage):
             return
         if self.atomic_writes:
             writes = [write for _, write in pending]
-            new_tags = await self._run("write", lambda: self._write_atomic(writes))
+            try:
+                new_tags = await self._run("write", lambda: self._write_atomic(writes))
+            except ETagConflictError:
+                over_expired = await self._over_expired(writes)
+                if over_expired == writes:
+                    raise
+                new_tags = await self._run("write", lambda: self._write_atomic(over_expired))
             for (item, _), new_tag in zip(pending, new_tags, strict=True):
                 _set_e_tag(item, new_tag)
             return
         for item, write in pending:
-            new_tag = await self._run("write", lambda write=write: self._write_one(write))
+            try:
+                new_tag = await self._run("write", lambda write=write: self._write_one(write))
+            except ETagConflictError:
+                (retry,) = await self._over_expired([write])
+                if retry == write:
+                    raise
+                new_tag = await self._run("write", lambda retry=retry: self._write_one(retry))
             _set_e_tag(item, new_tag)
+
+    async def remove_expired(self, limit: int = 100) -> int:
+        """Delete up to ``limit`` records whose expiry has passed; return how many. Bounded, so the app can call
+        it in small batches (e.g. every few minutes) without a long pause.
+
+        Only where ``expiry_cleanup`` is true (sqlite, memory); elsewhere it returns 0 and expired records are
+        skipped on read and overwritten by the next create-only write (Cosmos also deletes them natively).
+        """
+        self._check_open()
+        if limit < 1 or not self.expiry_cleanup:
+            return 0
+        now = self._now_epoch()
+        return await self._run("remove expired", lambda: self._remove_expired(now, limit))
 
     async def delete(self, keys: list[str]) -> None:
         """Delete ``keys``; an absent key is not an error. Keys are deleted one by one in the order given."""
@@ -279,6 +363,29 @@ class StateStorage(Storage):
             logger.warning("%s: could not repair the store after %s: %s", self.name, err, heal_err)
             return False
 
+    def _now_epoch(self) -> int:
+        return int((self.expiry.clock() if self.expiry is not None else _utc_now()).timestamp())
+
+    async def _over_expired(self, writes: list[PendingWrite]) -> list[PendingWrite]:
+        """``writes`` with every create-only write whose key holds an expired record turned into a replace of
+        that record (its e_tag as the condition). Unchanged when no record in the way has expired."""
+        creates = [write.key for write in writes if write.e_tag is None]
+        if not creates:
+            return writes
+        records = await self._run("read", lambda: self._load_many(creates))
+        now = self._now_epoch()
+        expired = {}
+        for key, record in records.items():
+            expires_at = expires_at_of(record.document)
+            if expires_at is not None and expires_at <= now:
+                expired[key] = record.e_tag
+        return [
+            PendingWrite(write.key, write.document, expired[write.key])
+            if write.e_tag is None and write.key in expired
+            else write
+            for write in writes
+        ]
+
     async def _write_one(self, write: PendingWrite) -> str:
         if write.e_tag is None:
             return await self._insert(write.key, write.document)
@@ -342,6 +449,11 @@ class StateStorage(Storage):
     @abstractmethod
     async def _close(self) -> None:
         """Release connections and clients; called once."""
+        raise NotImplementedError
+
+    async def _remove_expired(self, now: int, limit: int) -> int:
+        """Only where ``expiry_cleanup`` is true: delete at most ``limit`` records whose ``EXPIRES_AT`` is at or
+        before ``now`` (epoch seconds) and return how many were deleted."""
         raise NotImplementedError
 
     async def _compact(self) -> None:

@@ -19,6 +19,9 @@ Item layout (compatible with botbuilder-azure's ``CosmosDbPartitionedStorage`` w
   missing, at most once per ``HEAL_INTERVAL_S`` (this needs a key: Entra data-plane roles cannot create one).
 * Time: ``connection_timeout`` / ``read_timeout`` client options (the SDK sends them with each request) and
   ``operation_timeout`` on each whole operation, the SDK's own retries included.
+* Expiry: a record stamped with an expiry (``storage.base.ExpiryPolicy``) is written with Cosmos's native per-item
+  ``ttl``; containers this backend creates have TTL enabled (``defaultTtl: -1``). On a container made without
+  it, expired items are still skipped on read and overwritten by the next write.
 * Several keys in one ``write`` are written one by one in the order given (``atomic_writes`` is false:
   transactional batches span one logical partition, and with ``/id`` every key is its own).
 * A write whose item would exceed Cosmos's 2 MB item limit is refused with ``RecordTooLargeError`` before any
@@ -46,7 +49,15 @@ from azure.cosmos.exceptions import (
 from azure.cosmos.http_constants import SubStatusCodes
 
 from ._azure import CONNECT_TIMEOUT_S, OPERATION_TIMEOUT_S, READ_TIMEOUT_S, Healer, direct_transport
-from .base import CorruptRecordError, ETagConflictError, RecordTooLargeError, StateStorage, StorageError, StoredRecord
+from .base import (
+    EXPIRES_AT,
+    CorruptRecordError,
+    ETagConflictError,
+    RecordTooLargeError,
+    StateStorage,
+    StorageError,
+    StoredRecord,
+)
 from .keys import escape_cosmos_key
 
 if TYPE_CHECKING:
@@ -137,6 +148,7 @@ class CosmosStorage(StateStorage):
             container, properties = await database.create_container_if_not_exists(
                 id=settings.cosmos_container,
                 partition_key=PartitionKey(path=PARTITION_KEY_PATH),
+                default_ttl=-1,  # per-item TTL on, no default: items without "ttl" live forever
                 return_properties=True,
             )
         except AzureError as err:
@@ -271,7 +283,7 @@ class CosmosStorage(StateStorage):
             raise StorageError(f"cosmos: {self.describe()} has no database handle to re-create the container in")
         database = await self._client.create_database_if_not_exists(id=self._database.id)
         await database.create_container_if_not_exists(
-            id=self.container_id, partition_key=PartitionKey(path=PARTITION_KEY_PATH)
+            id=self.container_id, partition_key=PartitionKey(path=PARTITION_KEY_PATH), default_ttl=-1
         )
 
     async def _close(self) -> None:
@@ -294,6 +306,10 @@ class CosmosStorage(StateStorage):
         parsed = json.loads(document)
         _check_numbers(parsed, key)
         body = {"id": escape_cosmos_key(key), "realId": key, "document": parsed}
+        expires_at = parsed.get(EXPIRES_AT) if isinstance(parsed, dict) else None
+        if isinstance(expires_at, int):
+            # Native per-item TTL (seconds after the write): Cosmos deletes the item itself once it expires.
+            body["ttl"] = max(1, expires_at - self._now_epoch())
         # The client sends item bodies as compact UTF-8 JSON (enable_compact_utf8_item_writes), so this is the
         # size that goes over the wire and that Cosmos checks.
         size = len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))

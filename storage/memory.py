@@ -7,12 +7,13 @@ checked before anything changes, with no ``await`` in between.
 
 from __future__ import annotations
 
-from .base import ANY_E_TAG, ETagConflictError, PendingWrite, StateStorage, StoredRecord, new_e_tag
+from .base import ANY_E_TAG, ETagConflictError, PendingWrite, StateStorage, StoredRecord, expires_at_of, new_e_tag
 
 
 class MemoryStateStorage(StateStorage):
     name = "memory"
     atomic_writes = True
+    expiry_cleanup = True
 
     def __init__(self) -> None:
         self._records: dict[str, StoredRecord] = {}
@@ -55,6 +56,16 @@ class MemoryStateStorage(StateStorage):
             return False
         self._records[new_key] = record
         return True
+
+    async def _remove_expired(self, now: int, limit: int) -> int:
+        expired = [
+            key
+            for key, record in self._records.items()
+            if (expires_at := expires_at_of(record.document)) is not None and expires_at <= now
+        ][:limit]
+        for key in expired:
+            del self._records[key]
+        return len(expired)
 
     async def _ping(self) -> None:
         return None

@@ -42,6 +42,12 @@ CREATE TABLE IF NOT EXISTS bot_state (
 """
 
 
+# The expiry stamped into a document (see storage.base.EXPIRES_AT), indexed so that the cleanup finds expired
+# records without a scan. json_valid first: a damaged document must not make every write to the table fail.
+_EXPIRES_AT_SQL = """CASE WHEN json_valid(document) THEN json_extract(document, '$."$expiresAt"') END"""
+_EXPIRY_INDEX = f"CREATE INDEX IF NOT EXISTS bot_state_expires_at ON bot_state ({_EXPIRES_AT_SQL})"
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -49,6 +55,7 @@ def _now() -> str:
 class SqliteStorage(StateStorage):
     name = "sqlite"
     atomic_writes = True
+    expiry_cleanup = True
 
     def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
         """Wrap an open, initialised connection. Use :meth:`open` to get one."""
@@ -91,6 +98,9 @@ class SqliteStorage(StateStorage):
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")
             await db.execute(_SCHEMA)
+            async with db.execute("SELECT 1 FROM sqlite_schema WHERE name = 'bot_state_expires_at'") as cursor:
+                if await cursor.fetchone() is None:  # only when missing: a read-only store still opens
+                    await db.execute(_EXPIRY_INDEX)
             # Only when it changes: a store that cannot be written (read-only, disk full) still opens, and /readyz
             # says why it is not ready instead of the bot refusing to start.
             if version != SCHEMA_VERSION:
@@ -183,6 +193,14 @@ class SqliteStorage(StateStorage):
                 self._row_count("UPDATE bot_state SET key = ?, updated_at = ? WHERE key = ?", (new_key, _now(), key)),
             )
         return moved == 1
+
+    async def _remove_expired(self, now: int, limit: int) -> int:
+        query = (
+            "DELETE FROM bot_state WHERE key IN "  # noqa: S608 - constant SQL, values bound
+            f"(SELECT key FROM bot_state WHERE {_EXPIRES_AT_SQL} <= ? LIMIT ?)"
+        )
+        async with self._lock:
+            return await self._guard("remove expired", self._row_count(query, (now, limit)))
 
     async def _ping(self) -> None:
         async with self._lock:

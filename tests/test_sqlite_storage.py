@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from storage import CorruptRecordError, SqliteStorage, StorageError
+from storage import sqlite as sqlite_module
 from tests.processes import ROOT
 
 
@@ -145,3 +146,16 @@ async def test_moving_a_damaged_record_aside_keeps_its_exact_text(tmp_path: Path
         assert rows == [(moved_to, '{"half": ')]
     finally:
         await storage.close()
+
+
+async def test_the_expiry_cleanup_finds_expired_records_through_an_index(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    await (await SqliteStorage.open(path)).close()
+
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        plan = db.execute(
+            "EXPLAIN QUERY PLAN SELECT key FROM bot_state WHERE "  # noqa: S608 - the product's constant SQL
+            f"{sqlite_module._EXPIRES_AT_SQL} <= ? LIMIT ?",
+            (0, 10),
+        ).fetchall()
+    assert any("bot_state_expires_at" in row[-1] for row in plan), plan

@@ -6,6 +6,7 @@ No test here knows which backend it runs on; wire-level details live in each bac
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from botbuilder.core import MessageFactory, StoreItem
@@ -14,6 +15,7 @@ from botbuilder.dialogs.choices import Choice, ListStyle
 from botbuilder.dialogs.prompts import PromptOptions
 
 from storage import CorruptRecordError, ETagConflictError, StateStorage, StorageError
+from storage.base import ExpiryPolicy
 from storage.codec import StateEncodingError
 from tests.backends import plant_raw
 
@@ -376,3 +378,85 @@ async def test_after_close_every_call_raises_a_storage_error_and_close_is_idempo
     for call in calls.values():
         with pytest.raises(StorageError, match="closed"):
             await call()
+
+
+# -- expiry ----------------------------------------------------------------------------------------------------
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock(storage: StateStorage) -> Clock:
+    """``storage`` with conversations expiring an hour after their last write and users never."""
+    moved = Clock()
+    storage.expiry = ExpiryPolicy(conversation_ttl=timedelta(hours=1), user_ttl=None, clock=moved)
+    return moved
+
+
+async def test_an_expired_conversation_reads_as_absent_and_a_new_one_can_be_created(
+    storage: StateStorage, clock: Clock
+) -> None:
+    await storage.write({CONVERSATION: {"count": 5}, USER: {"name": "Ada"}})
+    clock.advance(minutes=59)
+    assert set(await storage.read([CONVERSATION, USER])) == {CONVERSATION, USER}
+
+    clock.advance(minutes=2)
+
+    stored = await storage.read([CONVERSATION, USER])
+    assert set(stored) == {USER}  # users have no TTL here
+    assert "$expiresAt" not in stored[USER]
+    await storage.write({CONVERSATION: {"count": 1}})  # create-only, over the expired record
+    assert (await storage.read([CONVERSATION]))[CONVERSATION]["count"] == 1
+
+
+async def test_every_write_extends_the_life_of_a_record(storage: StateStorage, clock: Clock) -> None:
+    item: dict[str, object] = {"count": 1}
+    await storage.write({CONVERSATION: item})
+    clock.advance(minutes=50)
+    item["count"] = 2
+    await storage.write({CONVERSATION: item})
+
+    clock.advance(minutes=50)
+
+    assert (await storage.read([CONVERSATION]))[CONVERSATION]["count"] == 2
+
+
+async def test_a_stale_writer_cannot_revive_an_expired_record_someone_else_replaced(
+    storage: StateStorage, clock: Clock
+) -> None:
+    await storage.write({CONVERSATION: {"v": "old"}})
+    clock.advance(hours=2)
+    await storage.write({CONVERSATION: {"v": "new turn"}})  # replaces the expired record
+
+    with pytest.raises(ETagConflictError):
+        await storage.write({CONVERSATION: {"v": "another create-only"}})
+    assert (await storage.read([CONVERSATION]))[CONVERSATION]["v"] == "new turn"
+
+
+async def test_remove_expired_deletes_in_bounded_batches_where_the_backend_can(
+    storage: StateStorage, clock: Clock
+) -> None:
+    conversations = [f"emulator/conversations/c{i}" for i in range(3)]
+    await storage.write({key: {"i": i} for i, key in enumerate(conversations)} | {USER: {"name": "Ada"}})
+    assert await storage.remove_expired() == 0  # nothing has expired yet
+    clock.advance(hours=2)
+
+    removed = [await storage.remove_expired(limit=2), await storage.remove_expired(limit=2)]
+
+    if storage.expiry_cleanup:
+        assert removed == [2, 1]
+        assert await storage._load_many(conversations) == {}  # gone from the store, not only hidden
+    else:
+        assert removed == [0, 0]
+    assert set(await storage.read([*conversations, USER])) == {USER}
