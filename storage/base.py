@@ -4,7 +4,8 @@
 with the semantics the SDK leaves open pinned down. The public methods live here once; each documents its
 contract. A backend implements the private primitives at the bottom of the class (``_load_many`` or
 ``_load``, ``_insert``, ``_replace``, ``_upsert``, ``_remove``, ``_move``, ``_ping``, ``_close``; atomic
-backends also ``_write_atomic``; optionally ``_compact``, ``_heal``), whose docstrings say what each must do.
+backends also ``_write_atomic``; optionally ``_compact``, ``_heal``, ``_check_record``, ``_remove_expired``),
+whose docstrings say what each must do.
 
 Summary:
 
@@ -14,9 +15,12 @@ Summary:
   create-only) and updates it in place after success. Several keys in one call are all-or-nothing where
   ``atomic_writes`` is true, and written one by one in the order given, stopping at the first failure, where it
   is false.
-* ``delete`` of an absent key is not an error.
+* ``delete`` of an absent key is not an error; ``compact`` drops old copies of deleted data (sqlite's WAL).
+* Under an ``ExpiryPolicy`` records carry an expiry; an expired record reads as absent on every backend.
 * Service failures surface as ``StorageError`` (cause chained), never as vendor exceptions, and a failed read
-  never looks like "absent". After ``close()`` every method raises ``StorageError``.
+  never looks like "absent". One operation takes at most ``operation_timeout`` seconds; a store that
+  lost its container or table is repaired by ``_heal`` and the operation tried once more. After ``close()``
+  every method raises ``StorageError``.
 """
 
 from __future__ import annotations
@@ -346,6 +350,8 @@ class StateStorage(Storage):
                 async with asyncio.timeout(self.operation_timeout):
                     return await operation()
             except TimeoutError as err:
+                if self.operation_timeout is None:  # not ours: the backend bounds itself
+                    raise
                 raise StorageError(f"{self.name} {action} gave no answer within {self.operation_timeout:g} s") from err
             except _NOT_A_FAULT:
                 raise
