@@ -2,14 +2,16 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-VENV := .venv
+# `make test PYTHON_VERSION=3.13` builds and tests a second environment (.venv-3.13); 3.12 is the default.
+PYTHON_VERSION ?= 3.12
+WANT := $(PYTHON_VERSION)
+VENV := $(if $(filter 3.12,$(WANT)),.venv,.venv-$(WANT))
 PY := $(VENV)/bin/python
-WANT := 3.12
 
-# Python 3.12, found in this order: PYTHON=... on the command line, a python3.12 that runs, pyenv's 3.12.x.
+# Python $(WANT), found in this order: PYTHON=... on the command line, a python$(WANT) that runs, pyenv's $(WANT).x.
 PYTHON ?= $(shell \
-	if python3.12 -c '' >/dev/null 2>&1; then echo python3.12; \
-	elif command -v pyenv >/dev/null 2>&1; then ls -d "$$(pyenv root)"/versions/3.12*/bin/python3.12 2>/dev/null | sort -V | tail -n 1; \
+	if python$(WANT) -c '' >/dev/null 2>&1; then echo python$(WANT); \
+	elif command -v pyenv >/dev/null 2>&1; then ls -d "$$(pyenv root)"/versions/$(WANT).*/bin/python$(WANT) 2>/dev/null | sort -V | tail -n 1; \
 	fi)
 
 .PHONY: help run serve chat webchat test lint format bench clean
@@ -27,7 +29,7 @@ $(VENV)/.python-$(WANT):
 	@if [ -z "$(PYTHON)" ]; then \
 		echo "Python $(WANT) was not found: install it (python.org, your package manager or 'pyenv install $(WANT)')," >&2; \
 		echo "or point to it: make $(MAKECMDGOALS) PYTHON=/path/to/python$(WANT)" >&2; exit 1; fi
-	@"$(PYTHON)" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' || \
+	@"$(PYTHON)" -c 'import sys; sys.exit(f"{sys.version_info[0]}.{sys.version_info[1]}" != "$(WANT)")' || \
 		{ echo "$(PYTHON) is not Python $(WANT)" >&2; exit 1; }
 	@echo "creating $(VENV) with $$("$(PYTHON)" --version)"
 	rm -rf $(VENV)
@@ -105,5 +107,5 @@ bench: $(VENV)/.dev node_modules/.installed
 	$(PY) -m bench $(if $(QUICK),--quick)
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .cache artifacts
+	rm -rf $(VENV) .venv-3.* node_modules .pytest_cache .ruff_cache .cache artifacts
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

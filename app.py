@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from aiohttp import web
 
@@ -35,6 +37,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CHATTY_LOGGERS = ("aiosqlite", "azure", "urllib3", "msal", "msrest", "botbuilder", "botframework", "asyncio")
 MESSAGES_PATH = "/api/messages"
 READY_TIMEOUT_SECONDS = 3.0
+#: /readyz writes a small record under this prefix (never a channel's key: those start with the channel id).
+HEARTBEAT_PREFIX = "_heartbeat/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,10 @@ async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
             app[RUNTIME] = BotRuntime(storage=storage, bot=bot, adapter=adapter, authentication=authentication)
             yield
     finally:
+        try:
+            await asyncio.wait_for(storage.delete([heartbeat_key()]), READY_TIMEOUT_SECONDS)
+        except (StorageError, TimeoutError) as err:
+            logger.warning("could not remove this process's heartbeat record: %s", err)
         restore_loop()
         await authentication.close()
         await storage.close()
@@ -117,10 +125,23 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def heartbeat_key() -> str:
+    """This process's heartbeat record: ``_heartbeat/<host>-<pid>``, one per process, overwritten each time."""
+    return f"{HEARTBEAT_PREFIX}{socket.gethostname()}-{os.getpid()}"
+
+
+async def _write_heartbeat(storage: StateStorage) -> None:
+    key = heartbeat_key()
+    await storage.write({key: {"at": datetime.now(UTC).isoformat(), "e_tag": "*"}})
+    await storage.read([key])
+
+
 async def readyz(request: web.Request) -> web.Response:
+    """Ready when the store takes a write and reads it back: a full disk, a read-only or damaged database and an
+    unreachable service all answer 503 with the reason, so the instance leaves the load balancer's rotation."""
     storage = request.app[RUNTIME].storage
     try:
-        await asyncio.wait_for(storage.ping(), READY_TIMEOUT_SECONDS)
+        await asyncio.wait_for(_write_heartbeat(storage), READY_TIMEOUT_SECONDS)
     except (StorageError, TimeoutError) as err:
         reason = str(err) or f"no answer within {READY_TIMEOUT_SECONDS:g} s"
         logger.warning("readiness check failed: %s", reason)

@@ -210,6 +210,7 @@ class TurnStates:
                 cached.hash = cached.compute_hash(cached.state)
         if erased:
             await self.storage.delete(sorted(erased))
+            await self.storage.compact()  # no copy of what was forgotten stays behind (sqlite's WAL)
 
 
 class _LoadedByThePipeline(BotState):
@@ -313,11 +314,13 @@ class TurnPipeline:
             except TurnBusyError:
                 return self._busy(activity, attempts)
             except CorruptRecordError as err:
-                key = getattr(err, "key", None)
-                if key is None or key in moved_aside:
+                if err.key in moved_aside:
                     return self._unreadable(activity, err, attempts)
-                new_key = await self.states.storage.move_aside(key)
-                moved_aside.add(key)
+                try:
+                    new_key = await self.states.storage.move_aside(err.key)
+                except StorageError as failure:
+                    return self._outage(activity, failure, attempts)
+                moved_aside.add(err.key)
                 notices.append(DAMAGED_TEXT)
                 logger.warning(
                     "turn %s: record_damaged: a stored record could not be decoded; moved aside to %s",

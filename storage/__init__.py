@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import CorruptRecordError, ETagConflictError, RecordTooLargeError, StateStorage, StorageError
+from .base import (
+    CorruptRecordError,
+    ETagConflictError,
+    ExpiryPolicy,
+    RecordTooLargeError,
+    StateStorage,
+    StorageError,
+)
 from .memory import MemoryStateStorage
 from .sqlite import SqliteStorage
 
@@ -14,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CorruptRecordError",
     "ETagConflictError",
+    "ExpiryPolicy",
     "MemoryStateStorage",
     "RecordTooLargeError",
     "SqliteStorage",
@@ -23,8 +31,17 @@ __all__ = [
 ]
 
 
-async def build_storage(settings: Settings) -> StateStorage:
-    """Open the backend that ``settings.storage`` names. The caller owns it and must ``close()`` it."""
+async def build_storage(settings: Settings, expiry: ExpiryPolicy | None = None) -> StateStorage:
+    """Open the backend that ``settings.storage`` names, with ``expiry`` (None: records never expire).
+
+    The caller owns the store and must ``close()`` it.
+    """
+    storage = await _open_backend(settings)
+    storage.expiry = expiry
+    return storage
+
+
+async def _open_backend(settings: Settings) -> StateStorage:
     if settings.storage == "memory":
         return MemoryStateStorage()
     if settings.storage == "sqlite":

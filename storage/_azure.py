@@ -4,6 +4,11 @@
   failures, timeouts, credential failures) becomes a ``StorageError`` naming the backend, the action and the
   key, with the SDK's exception chained; the backends decide which status codes mean "absent" or "conflict".
 * ``open_credential``: the managed-identity / developer credential for ``AZURE_STORAGE_ACCOUNT_URL``.
+* Timeouts: ``open_client`` and ``direct_transport`` put ``connection_timeout`` / ``read_timeout`` on the
+  transport itself, because the SDKs apply those client options only to a transport they build (next to ours
+  they are silently dropped and 300 s applies); ``OPERATION_TIMEOUT_S`` caps one whole operation.
+* ``Healer``: re-creates a deleted container or table on the next call that fails because of it, at most once
+  per ``HEAL_INTERVAL_S``.
 
 The SDK imports stay inside ``storage.blob`` / ``storage.table`` and this module, which ``build_storage`` only
 imports when an Azure backend is chosen.
@@ -11,7 +16,9 @@ imports when an Azure backend is chosen.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +34,15 @@ if TYPE_CHECKING:
     from config import Settings
 
 logger = logging.getLogger(__name__)
+
+#: Seconds to wait for a TCP connection, and for each read from it, on every Azure backend.
+CONNECT_TIMEOUT_S = 3.0
+READ_TIMEOUT_S = 8.0
+#: Seconds one storage operation may take in all (the SDK's retries and a heal included): a turn makes one read
+#: and at most a few writes, so a paused or unreachable store fails it within tens of seconds, never minutes.
+OPERATION_TIMEOUT_S = 10.0
+#: A deleted container or table is re-created at most once per this many seconds per store.
+HEAL_INTERVAL_S = 10.0
 
 #: Name of the field that keeps the original key next to the record (as botbuilder-azure's stores do).
 REAL_KEY = "realId"
@@ -73,9 +89,6 @@ class AzureErrors:
         target = f" of {key!r}" if key is not None else ""
         return StorageError(f"{self.backend} {action}{target} failed on {self.where}: {summarize(err)}")
 
-    def closed(self) -> StorageError:
-        return StorageError(f"{self.backend} storage on {self.where} is closed")
-
 
 def public_url(url: str) -> str:
     """``url`` without its query (a SAS token lives there) or user info: safe to log."""
@@ -90,7 +103,14 @@ async def open_client[C](
 
     ``AZURE_STORAGE_CONNECTION_STRING`` wins; otherwise ``AZURE_STORAGE_ACCOUNT_URL`` with
     ``DefaultAzureCredential``. Unusable settings raise ``StorageError`` naming the setting, never its value.
+    ``connection_timeout`` / ``read_timeout`` in ``client_options`` are applied to the transport built here.
     """
+    client_options = dict(client_options)
+    if "transport" not in client_options:
+        client_options["transport"] = direct_transport(
+            connection_timeout=client_options.pop("connection_timeout", CONNECT_TIMEOUT_S),
+            read_timeout=client_options.pop("read_timeout", READ_TIMEOUT_S),
+        )
     if settings.azure_storage_connection_string:
         try:
             client = client_class.from_connection_string(  # type: ignore[attr-defined]
@@ -135,15 +155,68 @@ async def ensure_exists(
         raise StorageError(f"cannot create {where}: {summarize(err)}") from err
 
 
-def direct_transport() -> AioHttpTransport:
-    """An HTTP transport that ignores proxy variables and ``~/.netrc`` in the environment.
+def direct_transport(
+    *, connection_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S
+) -> AioHttpTransport:
+    """An HTTP transport with our timeouts that ignores proxy variables and ``~/.netrc`` in the environment.
 
     When it honours the environment, aiohttp re-reads ``~/.netrc`` in a worker thread before *every* request: a
     third of the CPU of a whole turn on blob storage (measured: 13.2 -> 8.9 ms per turn). State stores are
     reached directly (public or private endpoint), so the environment has nothing to add. Each client owns
     (and closes) its own transport.
     """
-    return AioHttpTransport(use_env_settings=False)
+    return AioHttpTransport(use_env_settings=False, connection_timeout=connection_timeout, read_timeout=read_timeout)
+
+
+class Healer:
+    """Re-creates a container or table that was deleted (or an emulator restarted empty) while the bot runs.
+
+    ``heal(err)`` looks at the SDK error chained to a ``StorageError``: when the service said ``missing_code``
+    (404 ``ContainerNotFound`` / ``TableNotFound``) it calls ``create`` (an existing one is fine: another
+    instance was quicker) and answers True, so the failed operation is tried once more. Creation is attempted at
+    most once per ``interval`` seconds; concurrent failures wait for the one creation in progress.
+    """
+
+    def __init__(
+        self,
+        create: Callable[[], Awaitable[object]],
+        missing_code: str,
+        where: str,
+        interval: float = HEAL_INTERVAL_S,
+        is_missing: Callable[[BaseException], bool] | None = None,
+    ) -> None:
+        self._create = create
+        self._missing_code = missing_code
+        self._where = where
+        self._interval = interval
+        self._is_missing = is_missing or self._has_missing_code
+        self._lock = asyncio.Lock()
+        self._last_attempt: float | None = None
+        self._last_succeeded = False
+
+    def _has_missing_code(self, cause: BaseException) -> bool:
+        return isinstance(cause, AzureError) and status_of(cause) == 404 and error_code_of(cause) == self._missing_code
+
+    async def heal(self, err: StorageError) -> bool:
+        cause = err.__cause__
+        if cause is None or not self._is_missing(cause):
+            return False
+        async with self._lock:
+            now = time.monotonic()
+            if self._last_attempt is not None and now - self._last_attempt < self._interval:
+                return self._last_succeeded  # re-created a moment ago (or failing): do not hammer the service
+            self._last_attempt = now
+            self._last_succeeded = False
+            try:
+                await self._create()
+            except ResourceExistsError:
+                pass  # another instance re-created it first
+            except AzureError as create_err:
+                logger.warning("%s is missing and could not be re-created: %s", self._where, summarize(create_err))
+                return False
+            self._last_succeeded = True
+            logger.warning("%s was missing (deleted, or the service restarted empty): re-created it", self._where)
+            return True
 
 
 def open_credential() -> AsyncTokenCredential:

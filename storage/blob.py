@@ -15,8 +15,12 @@ Semantics (see ``storage.base``)
 * conditional write: upload with ``If-Match: <e_tag>``; 412 (changed or deleted) -> ``ETagConflictError``;
 * ``*`` write: unconditional upload; read of a missing blob -> absent; delete of a missing blob -> fine;
 * anything else (a 403, a 500, a missing container, no answer at all) -> ``StorageError`` naming the key,
-  with the SDK's error chained. Nothing is retried here beyond the SDK's own retry policy, which callers tune
-  with the client options of :func:`open_blob_storage` (``retry_total=...``, ``connection_timeout=...``).
+  with the SDK's error chained. A missing container (deleted, or an emulator restarted empty) is re-created by
+  the call that finds it missing, at most once per ``HEAL_INTERVAL_S``, and that call is tried once more.
+* Time: connect and per-read timeouts on the transport (``CONNECT_TIMEOUT_S`` / ``READ_TIMEOUT_S``), a short
+  linear retry, and ``operation_timeout`` on the whole operation; see ``storage._azure``.
+* Several keys in one ``write`` are written one by one in the order given (``atomic_writes`` is false: blobs
+  have no cross-blob transaction).
 """
 
 from __future__ import annotations
@@ -32,17 +36,20 @@ from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobClient, ContainerClient, LinearRetry
 
 from ._azure import (
+    CONNECT_TIMEOUT_S,
+    OPERATION_TIMEOUT_S,
+    READ_TIMEOUT_S,
     REAL_KEY,
     AzureErrors,
+    Healer,
     close_credential,
-    direct_transport,
     ensure_exists,
     error_code_of,
     open_client,
     public_url,
     status_of,
 )
-from .base import CorruptRecordError, ETagConflictError, StateStorage, StoredRecord
+from .base import CorruptRecordError, ETagConflictError, StateStorage, StorageError, StoredRecord
 from .keys import escape_blob_name
 
 if TYPE_CHECKING:
@@ -66,11 +73,13 @@ class BlobStorage(StateStorage):
 
     name = "blob"
 
+    operation_timeout = OPERATION_TIMEOUT_S
+
     def __init__(self, container: ContainerClient, *, credential: AsyncTokenCredential | None = None) -> None:
         self._container = container
         self._credential = credential
-        self._closed = False
         self._errors = AzureErrors(self.name, f"container {container.container_name!r}")
+        self._healer = Healer(container.create_container, "ContainerNotFound", self.describe())
         # Building a BlobClient costs more CPU than the request it makes; active conversations reuse theirs.
         self._blobs: OrderedDict[str, BlobClient] = OrderedDict()
 
@@ -115,17 +124,38 @@ class BlobStorage(StateStorage):
                 return
             raise self._errors.failed("delete", key, err) from err
 
-    async def ping(self) -> None:
-        self._check_open()
+    async def _move(self, key: str, new_key: str) -> bool:
+        name, new_name = self._blob_name(key), self._blob_name(new_key)
+        try:
+            download = await self._blob(name).download_blob(max_concurrency=1)
+            content = await download.readall()
+        except AzureError as err:
+            if status_of(err) == 404 and error_code_of(err) == "BlobNotFound":
+                return False
+            raise self._errors.failed("move aside", key, err) from err
+        try:
+            await self._blob(new_name).upload_blob(
+                content, overwrite=False, content_settings=download.properties.content_settings, max_concurrency=1
+            )
+            await self._container.delete_blob(
+                name, etag=download.properties.etag, match_condition=MatchConditions.IfNotModified
+            )
+        except AzureError as err:
+            if status_of(err) in (404, 409, 412) and error_code_of(err) != "ContainerNotFound":
+                raise ETagConflictError(f"blob: {key!r} changed while it was being moved aside") from err
+            raise self._errors.failed("move aside", key, err) from err
+        return True
+
+    async def _ping(self) -> None:
         try:
             await self._container.get_container_properties()
         except AzureError as err:
             raise self._errors.failed("ping", None, err) from err
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    async def _heal(self, err: StorageError) -> bool:
+        return await self._healer.heal(err)
+
+    async def _close(self) -> None:
         try:
             await self._container.close()
         finally:
@@ -139,10 +169,6 @@ class BlobStorage(StateStorage):
         )
 
     # -- helpers -----------------------------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise self._errors.closed()
 
     def _blob(self, name: str) -> BlobClient:
         client = self._blobs.pop(name, None) or self._container.get_blob_client(name)
@@ -172,12 +198,12 @@ class BlobStorage(StateStorage):
         try:
             envelope = json.loads(content.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as err:
-            raise CorruptRecordError(f"blob: {name!r} (key {key!r}) is not UTF-8 JSON: {err}") from err
+            raise CorruptRecordError(key, f"blob: {name!r} (key {key!r}) is not UTF-8 JSON: {err}") from err
         if not isinstance(envelope, dict) or not isinstance(envelope.get("document"), dict):
-            raise CorruptRecordError(f"blob: {name!r} (key {key!r}) has no 'document' object")
+            raise CorruptRecordError(key, f"blob: {name!r} (key {key!r}) has no 'document' object")
         if envelope.get(REAL_KEY) != key:
             raise CorruptRecordError(
-                f"blob: {name!r} holds the record of {envelope.get(REAL_KEY)!r}, not of {key!r}; left untouched"
+                key, f"blob: {name!r} holds the record of {envelope.get(REAL_KEY)!r}, not of {key!r}; left untouched"
             )
         return json.dumps(envelope["document"], ensure_ascii=False, separators=(",", ":"))
 
@@ -186,14 +212,13 @@ def turn_friendly_options() -> dict[str, Any]:
     """Client options for a store that a user's turn waits on: a few quick retries and bounded timeouts.
 
     The SDK's defaults retry after 15 s, 24 s and 42 s and allow 300 s per request: a dead account would hold a
-    turn for minutes. These give up within about 30 s in the worst case and in well under a second when the
-    service refuses connections.
+    turn for minutes. The timeouts go to the transport (``open_client`` builds it; the SDK ignores them next to
+    a transport of ours), and ``BlobStorage.operation_timeout`` caps one whole operation, retries included.
     """
     return {
         "retry_policy": LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=2),
-        "connection_timeout": 5,
-        "read_timeout": 20,
-        "transport": direct_transport(),
+        "connection_timeout": CONNECT_TIMEOUT_S,
+        "read_timeout": READ_TIMEOUT_S,
     }
 
 

@@ -15,6 +15,15 @@ Item layout (compatible with botbuilder-azure's ``CosmosDbPartitionedStorage`` w
   is ``upsert_item``.
 * Only a 404 on a point read means "absent". Every other failure (any other status, a refused connection, a
   timeout) is a ``StorageError`` naming the backend, the operation and the key, with the SDK error chained.
+* A missing container (404 with sub-status 1003) is re-created, with its database, by the call that finds it
+  missing, at most once per ``HEAL_INTERVAL_S`` (this needs a key: Entra data-plane roles cannot create one).
+* Time: ``connection_timeout`` / ``read_timeout`` client options (the SDK sends them with each request) and
+  ``operation_timeout`` on each whole operation, the SDK's own retries included.
+* Expiry: a record stamped with an expiry (``storage.base.ExpiryPolicy``) is written with Cosmos's native per-item
+  ``ttl``; containers this backend creates have TTL enabled (``defaultTtl: -1``). On a container made without
+  it, expired items are still skipped on read and overwritten by the next write.
+* Several keys in one ``write`` are written one by one in the order given (``atomic_writes`` is false:
+  transactional batches span one logical partition, and with ``/id`` every key is its own).
 * A write whose item would exceed Cosmos's 2 MB item limit is refused with ``RecordTooLargeError`` before any
   request is sent, and so is an integer Cosmos would silently round (it keeps numbers as IEEE doubles).
 """
@@ -30,7 +39,7 @@ from urllib.parse import urlsplit
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
 from azure.cosmos import PartitionKey
-from azure.cosmos.aio import ContainerProxy, CosmosClient
+from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import (
     CosmosAccessConditionFailedError,
     CosmosHttpResponseError,
@@ -39,8 +48,16 @@ from azure.cosmos.exceptions import (
 )
 from azure.cosmos.http_constants import SubStatusCodes
 
-from ._azure import direct_transport
-from .base import CorruptRecordError, ETagConflictError, RecordTooLargeError, StateStorage, StorageError, StoredRecord
+from ._azure import CONNECT_TIMEOUT_S, OPERATION_TIMEOUT_S, READ_TIMEOUT_S, Healer, direct_transport
+from .base import (
+    EXPIRES_AT,
+    CorruptRecordError,
+    ETagConflictError,
+    RecordTooLargeError,
+    StateStorage,
+    StorageError,
+    StoredRecord,
+)
 from .keys import escape_cosmos_key
 
 if TYPE_CHECKING:
@@ -86,6 +103,7 @@ class CosmosStorage(StateStorage):
     """``StateStorage`` over one Cosmos DB container partitioned on ``/id``. Open one with :meth:`open`."""
 
     name = "cosmos"
+    operation_timeout = OPERATION_TIMEOUT_S
 
     def __init__(
         self,
@@ -94,13 +112,15 @@ class CosmosStorage(StateStorage):
         *,
         endpoint: str,
         credential: AsyncTokenCredential | None = None,
+        database: DatabaseProxy | None = None,
     ) -> None:
         """Wrap a ready container; this object owns ``client`` and ``credential`` and closes them. See :meth:`open`."""
         self._container = container
         self._client = client
         self._credential = credential
         self._endpoint = endpoint
-        self._closed = False
+        self._healer = Healer(self._recreate_container, "", self.describe(), is_missing=_is_missing_container)
+        self._database = database
 
     @classmethod
     async def open(cls, settings: Settings, **client_options: Any) -> Self:
@@ -128,6 +148,7 @@ class CosmosStorage(StateStorage):
             container, properties = await database.create_container_if_not_exists(
                 id=settings.cosmos_container,
                 partition_key=PartitionKey(path=PARTITION_KEY_PATH),
+                default_ttl=-1,  # per-item TTL on, no default: items without "ttl" live forever
                 return_properties=True,
             )
         except AzureError as err:
@@ -152,7 +173,7 @@ class CosmosStorage(StateStorage):
                 f"cosmos: container {settings.cosmos_container!r} at {where} is partitioned on {paths!r}, not "
                 f"[{PARTITION_KEY_PATH!r}]; point COSMOS_CONTAINER at a container partitioned on {PARTITION_KEY_PATH}"
             )
-        return cls(container, client, endpoint=settings.cosmos_endpoint, credential=credential)
+        return cls(container, client, endpoint=settings.cosmos_endpoint, credential=credential, database=database)
 
     @property
     def database_id(self) -> str:
@@ -219,19 +240,53 @@ class CosmosStorage(StateStorage):
         except AzureError as err:
             raise self._error("delete", key, err) from err
 
-    async def ping(self) -> None:
+    async def _move(self, key: str, new_key: str) -> bool:
+        item_id = escape_cosmos_key(key)
+        try:
+            item = await self._container.read_item(item=item_id, partition_key=item_id)
+        except CosmosResourceNotFoundError as err:
+            if err.sub_status == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND:
+                raise self._error("move aside", key, err, "the container does not exist") from err
+            return False
+        except AzureError as err:
+            raise self._error("move aside", key, err) from err
+        # The item as stored, minus the system properties Cosmos adds (and refuses on create).
+        copy = {name: value for name, value in item.items() if not name.startswith("_")}
+        copy["id"] = escape_cosmos_key(new_key)
+        try:
+            await self._container.create_item(body=copy)
+            await self._container.delete_item(
+                item=item_id,
+                partition_key=item_id,
+                etag=item.get("_etag"),
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (CosmosAccessConditionFailedError, CosmosResourceExistsError) as err:
+            raise ETagConflictError(f"cosmos: {key!r} changed while it was being moved aside") from err
+        except AzureError as err:
+            raise self._error("move aside", key, err) from err
+        return True
+
+    async def _ping(self) -> None:
         """Read the container's properties: one cheap metadata request."""
-        if self._closed:
-            raise StorageError(f"cosmos ping failed: the storage for {self.describe()} is closed")
         try:
             await self._container.read()
         except AzureError as err:
             raise StorageError(f"cosmos ping failed on {self.describe()}: {err}") from err
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    async def _heal(self, err: StorageError) -> bool:
+        return await self._healer.heal(err)
+
+    async def _recreate_container(self) -> None:
+        """The database and container again, as ``open`` makes them (needs a key: Entra data roles cannot)."""
+        if self._database is None:
+            raise StorageError(f"cosmos: {self.describe()} has no database handle to re-create the container in")
+        database = await self._client.create_database_if_not_exists(id=self._database.id)
+        await database.create_container_if_not_exists(
+            id=self.container_id, partition_key=PartitionKey(path=PARTITION_KEY_PATH), default_ttl=-1
+        )
+
+    async def _close(self) -> None:
         try:
             await self._client.close()
         finally:
@@ -243,11 +298,18 @@ class CosmosStorage(StateStorage):
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
+    def _check_record(self, key: str, document: str) -> None:
+        self._item(key, document)
+
     def _item(self, key: str, document: str) -> dict[str, Any]:
         """The item to send for ``key``; refused before any request when Cosmos could not keep it as is."""
         parsed = json.loads(document)
         _check_numbers(parsed, key)
         body = {"id": escape_cosmos_key(key), "realId": key, "document": parsed}
+        expires_at = parsed.get(EXPIRES_AT) if isinstance(parsed, dict) else None
+        if isinstance(expires_at, int):
+            # Native per-item TTL (seconds after the write): Cosmos deletes the item itself once it expires.
+            body["ttl"] = max(1, expires_at - self._now_epoch())
         # The client sends item bodies as compact UTF-8 JSON (enable_compact_utf8_item_writes), so this is the
         # size that goes over the wire and that Cosmos checks.
         size = len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
@@ -264,11 +326,13 @@ class CosmosStorage(StateStorage):
         e_tag = item.get("_etag")
         if real_id != key:
             raise CorruptRecordError(
-                f"cosmos: the item {item.get('id')!r} read for {key!r} belongs to {real_id!r}; it was left untouched"
+                key,
+                f"cosmos: the item {item.get('id')!r} read for {key!r} belongs to {real_id!r}; it was left untouched",
             )
         if not isinstance(document, dict) or not isinstance(e_tag, str) or not e_tag:
             raise CorruptRecordError(
-                f"cosmos: the item for {key!r} has no JSON object in 'document' or no '_etag'; it was left untouched"
+                key,
+                f"cosmos: the item for {key!r} has no JSON object in 'document' or no '_etag'; it was left untouched",
             )
         text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
         return StoredRecord(text, e_tag)
@@ -287,14 +351,30 @@ class CosmosStorage(StateStorage):
         return StorageError(f"cosmos {action} of {key!r} failed on {self.describe()}: {cause}: {summary}")
 
 
+def _is_missing_container(cause: BaseException) -> bool:
+    return (
+        isinstance(cause, CosmosResourceNotFoundError) and cause.sub_status == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND
+    )
+
+
 def _host_of(endpoint: str) -> str:
     parts = urlsplit(endpoint)
     return parts.netloc.rpartition("@")[2] or endpoint
 
 
 def turn_friendly_options() -> dict[str, Any]:
-    """Client options for a store that a user's turn waits on: bounded request time, few connection retries."""
-    return {"connection_timeout": 10, "retry_total": 2, "transport": direct_transport()}
+    """Client options for a store that a user's turn waits on: bounded request time, few connection retries.
+
+    The Cosmos SDK passes its own ``connection_timeout`` / ``read_timeout`` (default 65 s) with every request,
+    so here they are client options (they reach the transport through each request); the transport gets the
+    same values for anything else. ``CosmosStorage.operation_timeout`` caps one whole operation.
+    """
+    return {
+        "connection_timeout": CONNECT_TIMEOUT_S,
+        "read_timeout": READ_TIMEOUT_S,
+        "retry_total": 2,
+        "transport": direct_transport(),
+    }
 
 
 async def open_cosmos_storage(settings: Settings, **client_options: Any) -> CosmosStorage:

@@ -1,16 +1,19 @@
 """In-process storage for tests and experiments. Nothing survives a restart.
 
 Unlike botbuilder's ``MemoryStorage`` it keeps serialized JSON, so every read hands out a fresh copy, and it
-enforces e_tags exactly like the durable backends.
+enforces e_tags exactly like the durable backends. A write of several keys is all-or-nothing: every condition is
+checked before anything changes, with no ``await`` in between.
 """
 
 from __future__ import annotations
 
-from .base import ETagConflictError, StateStorage, StoredRecord, new_e_tag
+from .base import ANY_E_TAG, ETagConflictError, PendingWrite, StateStorage, StoredRecord, expires_at_of, new_e_tag
 
 
 class MemoryStateStorage(StateStorage):
     name = "memory"
+    atomic_writes = True
+    expiry_cleanup = True
 
     def __init__(self) -> None:
         self._records: dict[str, StoredRecord] = {}
@@ -19,32 +22,56 @@ class MemoryStateStorage(StateStorage):
         return self._records.get(key)
 
     async def _insert(self, key: str, document: str) -> str:
-        if key in self._records:
-            raise ETagConflictError(f"memory: {key!r} was created by another writer")
-        return self._put(key, document)
+        return (await self._write_atomic([PendingWrite(key, document, None)]))[0]
 
     async def _replace(self, key: str, document: str, e_tag: str) -> str:
-        current = self._records.get(key)
-        if current is None or current.e_tag != e_tag:
-            raise ETagConflictError(f"memory: {key!r} changed since it was read")
-        return self._put(key, document)
+        return (await self._write_atomic([PendingWrite(key, document, e_tag)]))[0]
 
     async def _upsert(self, key: str, document: str) -> str:
-        return self._put(key, document)
+        return (await self._write_atomic([PendingWrite(key, document, ANY_E_TAG)]))[0]
+
+    async def _write_atomic(self, writes: list[PendingWrite]) -> list[str]:
+        for write in writes:
+            self._check_condition(write)
+        new_tags = []
+        for write in writes:
+            e_tag = new_e_tag()
+            self._records[write.key] = StoredRecord(write.document, e_tag)
+            new_tags.append(e_tag)
+        return new_tags
+
+    def _check_condition(self, write: PendingWrite) -> None:
+        current = self._records.get(write.key)
+        if write.e_tag is None and current is not None:
+            raise ETagConflictError(f"memory: {write.key!r} was created by another writer")
+        if write.e_tag not in (None, ANY_E_TAG) and (current is None or current.e_tag != write.e_tag):
+            raise ETagConflictError(f"memory: {write.key!r} changed since it was read")
 
     async def _remove(self, key: str) -> None:
         self._records.pop(key, None)
 
-    def _put(self, key: str, document: str) -> str:
-        e_tag = new_e_tag()
-        self._records[key] = StoredRecord(document, e_tag)
-        return e_tag
+    async def _move(self, key: str, new_key: str) -> bool:
+        record = self._records.pop(key, None)
+        if record is None:
+            return False
+        self._records[new_key] = record
+        return True
 
-    async def ping(self) -> None:
+    async def _remove_expired(self, now: int, limit: int) -> int:
+        expired = [
+            key
+            for key, record in self._records.items()
+            if (expires_at := expires_at_of(record.document)) is not None and expires_at <= now
+        ][:limit]
+        for key in expired:
+            del self._records[key]
+        return len(expired)
+
+    async def _ping(self) -> None:
         return None
 
-    async def close(self) -> None:
-        return None
+    async def _close(self) -> None:
+        self._records.clear()
 
     def describe(self) -> str:
         return "memory (state is lost when the process stops)"

@@ -22,6 +22,11 @@ Semantics (see ``storage.base``)
   ``ETagConflictError``;
 * ``*`` write: ``upsert_entity(mode=REPLACE)``; read of a missing entity -> absent; delete of a missing one is fine;
 * anything else (a 403, a 500, a missing table, no answer at all) -> ``StorageError`` naming the key, chained.
+  A missing table (deleted, or an emulator restarted empty) is re-created by the call that finds it missing, at
+  most once per ``HEAL_INTERVAL_S``, and that call is tried once more.
+* Time: timeouts on the transport and ``operation_timeout`` on the whole operation; see ``storage._azure``.
+* Several keys in one ``write`` are written one by one in the order given (``atomic_writes`` is false: every key is
+  its own partition, and entity group transactions only span one partition).
 """
 
 from __future__ import annotations
@@ -35,17 +40,27 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from ._azure import (
+    CONNECT_TIMEOUT_S,
+    OPERATION_TIMEOUT_S,
+    READ_TIMEOUT_S,
     REAL_KEY,
     AzureErrors,
+    Healer,
     close_credential,
-    direct_transport,
     ensure_exists,
     error_code_of,
     open_client,
     public_url,
     status_of,
 )
-from .base import CorruptRecordError, ETagConflictError, RecordTooLargeError, StateStorage, StoredRecord
+from .base import (
+    CorruptRecordError,
+    ETagConflictError,
+    RecordTooLargeError,
+    StateStorage,
+    StorageError,
+    StoredRecord,
+)
 from .keys import ESCAPE_CHAR, escape_table_key
 
 if TYPE_CHECKING:
@@ -101,11 +116,13 @@ class TableStorage(StateStorage):
 
     name = "table"
 
+    operation_timeout = OPERATION_TIMEOUT_S
+
     def __init__(self, table: TableClient, *, credential: AsyncTokenCredential | None = None) -> None:
         self._table = table
         self._credential = credential
-        self._closed = False
         self._errors = AzureErrors(self.name, f"table {table.table_name!r}")
+        self._healer = Healer(table.create_table, "TableNotFound", self.describe())
 
     async def _load(self, key: str) -> StoredRecord | None:
         partition_key = self._partition_key(key)
@@ -156,12 +173,34 @@ class TableStorage(StateStorage):
         except AzureError as err:
             raise self._errors.failed("delete", key, err) from err
 
-    async def ping(self) -> None:
-        self._check_open()
+    async def _move(self, key: str, new_key: str) -> bool:
+        partition_key = self._partition_key(key)
+        try:
+            entity = await self._table.get_entity(partition_key, ROW_KEY)
+        except AzureError as err:
+            if status_of(err) == 404 and error_code_of(err) == "ResourceNotFound":
+                return False
+            raise self._errors.failed("move aside", key, err) from err
+        copy = {**entity, "PartitionKey": self._partition_key(new_key), "RowKey": ROW_KEY}
+        try:
+            await self._table.create_entity(copy, response_preference="return-no-content")
+            await self._table.delete_entity(
+                partition_key, ROW_KEY, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified
+            )
+        except AzureError as err:
+            if status_of(err) in (409, 412):
+                raise ETagConflictError(f"table: {key!r} changed while it was being moved aside") from err
+            raise self._errors.failed("move aside", key, err) from err
+        return True
+
+    async def _ping(self) -> None:
         try:
             await self._probe()
         except AzureError as err:
             raise self._errors.failed("ping", None, err) from err
+
+    async def _heal(self, err: StorageError) -> bool:
+        return await self._healer.heal(err)
 
     async def _probe(self) -> None:
         """A point read of an entity that never exists: cheap, and it needs only read access."""
@@ -172,10 +211,7 @@ class TableStorage(StateStorage):
                 return  # the table answered
             raise
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    async def _close(self) -> None:
         try:
             await self._table.close()
         finally:
@@ -187,13 +223,12 @@ class TableStorage(StateStorage):
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise self._errors.closed()
-
     def _partition_key(self, key: str) -> str:
         self._check_open()
         return escape_table_key(key)
+
+    def _check_record(self, key: str, document: str) -> None:
+        self._entity(key, document)
 
     def _entity(self, key: str, document: str) -> dict[str, str]:
         """The entity for ``key``; ``RecordTooLargeError`` if the service would refuse it."""
@@ -213,15 +248,17 @@ class TableStorage(StateStorage):
     def _document_of(self, key: str, entity: Any) -> str:
         if entity.get(REAL_KEY) != key:
             raise CorruptRecordError(
-                f"table: the entity for {key!r} holds the record of {entity.get(REAL_KEY)!r}; left untouched"
+                key, f"table: the entity for {key!r} holds the record of {entity.get(REAL_KEY)!r}; left untouched"
             )
         pieces: list[str] = []
         while (piece := entity.get(f"{DOCUMENT_PREFIX}{len(pieces)}")) is not None:
             if not isinstance(piece, str):
-                raise CorruptRecordError(f"table: the entity for {key!r} has a non-text {DOCUMENT_PREFIX}{len(pieces)}")
+                raise CorruptRecordError(
+                    key, f"table: the entity for {key!r} has a non-text {DOCUMENT_PREFIX}{len(pieces)}"
+                )
             pieces.append(piece)
         if not pieces:
-            raise CorruptRecordError(f"table: the entity for {key!r} has no {DOCUMENT_PREFIX}0 property")
+            raise CorruptRecordError(key, f"table: the entity for {key!r} has no {DOCUMENT_PREFIX}0 property")
         return "".join(pieces)
 
 
@@ -230,9 +267,8 @@ def turn_friendly_options() -> dict[str, Any]:
     return {
         "retry_total": 2,
         "retry_backoff_factor": 0.4,
-        "connection_timeout": 5,
-        "read_timeout": 20,
-        "transport": direct_transport(),
+        "connection_timeout": CONNECT_TIMEOUT_S,
+        "read_timeout": READ_TIMEOUT_S,
     }
 
 

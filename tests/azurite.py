@@ -4,9 +4,10 @@ One Azurite process (blob and table, in memory) serves the whole test session; i
 for the ``azurite`` fixture, so runs that select only the memory or sqlite backends start nothing. Each test
 gets its own container or table on it (see tests/backends.py), so tests never see each other's data.
 
-``Azurite.stop()`` / ``Azurite.start()`` kill and restart it on the same ports for the wire tests. Unless made with
-``persistent=True`` (data kept on disk in its workdir) it keeps no
-data across a restart (``--inMemoryPersistence``): containers and tables are gone afterwards.
+``Azurite.stop()`` / ``Azurite.start()`` kill and restart it on the same ports for the wire tests, and
+``pause()`` / ``resume()`` freeze and thaw it (SIGSTOP / SIGCONT); use a dedicated ``Azurite`` for those.
+Unless made with ``persistent=True`` (data kept on disk in its workdir) it keeps no data across a restart
+(``--inMemoryPersistence``): containers and tables are gone afterwards.
 
 Where ``node`` or the npm package is missing the tests that need Azurite are skipped, unless ``CI=true``, where
 that is a failure.
@@ -194,6 +195,18 @@ class Azurite:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the process stays, its ports keep accepting connections (the kernel does that), nothing
+        answers. What a hung or overloaded service looks like to a client."""
+        assert self._process is not None
+        assert self.running
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         self.stop()

@@ -61,3 +61,36 @@ BACKENDS: dict[str, BackendFactory] = {
 # machines this project is tested on); tests/test_cosmos_storage.py says so in one explicit skip otherwise.
 if os.environ.get("COSMOS_ENDPOINT", "").strip() and os.environ.get("COSMOS_KEY", "").strip():
     BACKENDS["cosmos-real"] = _cosmos_real
+
+
+# -- planting damaged records -----------------------------------------------------------------------------------
+# A record nobody can decode must be written past the codec, with the backend's own primitive (``_upsert`` takes
+# the document text as is). Cosmos keeps ``document`` as a JSON object, so text that is not JSON goes in as a
+# JSON string there: what a foreign or broken writer could leave behind.
+
+DamageWriter = Callable[[StateStorage, str, str], Awaitable[None]]
+
+
+async def _upsert_raw(storage: StateStorage, key: str, text: str) -> None:
+    await storage._upsert(key, text)
+
+
+async def _cosmos_raw(storage: StateStorage, key: str, text: str) -> None:
+    import json
+
+    from storage.keys import escape_cosmos_key
+
+    try:
+        document: object = json.loads(text)
+    except ValueError:
+        document = text
+    item_id = escape_cosmos_key(key)
+    await storage._container.upsert_item({"id": item_id, "realId": key, "document": document})  # type: ignore[attr-defined]
+
+
+RAW_WRITERS: dict[str, DamageWriter] = {"cosmos": _cosmos_raw}
+
+
+async def plant_raw(storage: StateStorage, key: str, text: str) -> None:
+    """Store ``text`` as ``key``'s document, bypassing the codec (to plant records that cannot be decoded)."""
+    await RAW_WRITERS.get(storage.name, _upsert_raw)(storage, key, text)

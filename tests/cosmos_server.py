@@ -8,7 +8,10 @@ and dereferences the result before checking it.
 The product code rightly treats that 500 as a failure, so the fixture fixes the server, not the client: it runs
 the server through a small Node launcher (``_LAUNCHER_JS`` below) that wraps that one handler and answers
 404 ``{"code": "NotFound", ...}`` when the collection exists and the document does not, which is what the
-handler itself answers for a missing collection. Everything else is the stock server. ``start_cosmos_server(
+handler itself answers for a missing collection. A second gap: a document operation in a collection that was
+deleted crashes into a 500 or answers a plain 404, where Cosmos DB answers 404 with ``x-ms-substatus: 1003``
+(owner resource does not exist), the signal the product heals on; the launcher answers that too. Everything else
+is the stock server. ``start_cosmos_server(
 fix_missing_item_read=False)`` runs the stock CLI instead, for the test that checks a genuine 500 is not taken
 for "absent".
 
@@ -64,8 +67,8 @@ LOCAL_CLIENT_OPTIONS: dict[str, Any] = {
 
 _LAUNCHER_JS = r"""
 "use strict";
-// Starts @vercel/cosmosdb-server the way its CLI does (HTTPS, its bundled self-signed certificate) with ONE fix:
-// a point read of a missing document answers 404 NotFound, as Cosmos DB does, instead of crashing into a 500.
+// Starts @vercel/cosmosdb-server the way its CLI does (HTTPS, its bundled self-signed certificate) with two fixes.
+// First: a point read of a missing document answers 404 NotFound, as Cosmos DB does, instead of crashing into a 500.
 // The stock handler (lib/handler/read-document.js) reads `data[path]` before checking that `data` exists.
 const path = require("path");
 const lib = path.join(process.env.COSMOSDB_SERVER_PACKAGE, "lib");
@@ -93,6 +96,21 @@ readDocument.default = (account, req, res, params) => {
   }
   return original(account, req, res, params);
 };
+
+// A document operation in a collection that does not exist answers 404 with sub-status 1003 ("owner resource
+// does not exist"), as Cosmos DB does; the stock handlers crash into a 500 or answer a plain 404 there.
+for (const name of ["read-document", "create-document", "upsert-document", "replace-document", "delete-document"]) {
+  const handler = require(path.join(lib, "handler", `${name}.js`));
+  const stock = handler.default;
+  handler.default = (account, req, res, params) => {
+    if (!account.database(params.dbId).collection(params.collId).read()) {
+      res.statusCode = 404;
+      res.setHeader("x-ms-substatus", "1003");
+      return { code: "NotFound", message: "Owner resource does not exist" };
+    }
+    return stock(account, req, res, params);
+  };
+}
 
 // Exit when the test run that started us goes away (it holds our stdin open), so no server is ever orphaned.
 process.stdin.on("end", () => process.exit(0));

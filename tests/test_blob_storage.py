@@ -101,12 +101,20 @@ async def test_a_blob_that_is_not_ours_is_reported_corrupt_not_absent(store: Blo
         await store.read(["other"])
 
 
-async def test_a_deleted_container_makes_reads_fail_instead_of_looking_empty(
-    store: BlobStorage, raw: ContainerClient
+async def test_a_deleted_container_is_re_created_by_the_next_call_at_most_once_per_interval(
+    store: BlobStorage, raw: ContainerClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     await store.write({KEY: {"v": 1}})
     await raw.delete_container()
 
+    # The record went with the container; the store notices, makes the container again and carries on.
+    assert await store.read([KEY]) == {}
+    assert "was missing" in caplog.text
+    await store.write({KEY: {"v": 2}})
+    assert (await store.read([KEY]))[KEY]["v"] == 2
+
+    # Deleted again at once: within the heal interval nothing is re-created, and the failure is not "absent".
+    await raw.delete_container()
     with pytest.raises(StorageError, match="ContainerNotFound"):
         await store.read([KEY])
     with pytest.raises(StorageError, match="ContainerNotFound"):

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,10 @@ PARAMETER_FILES = {
     "new-resource-group.parameters.example.json": NEW_GROUP,
 }
 
-# The Python versions CI tests (.ci/run). The template may offer only these: App Service would otherwise run the
-# bot on a Python nobody tested. Add a version here when CI starts testing it, and to the template's allowedValues.
-CI_PYTHON_VERSIONS = ("3.12", "3.13")
+# The Python versions CI tests, read from .ci/run's loop. The template may offer only these: App Service would
+# otherwise run the bot on a Python nobody tested.
+_CI_LOOP = re.search(r"^for version in ([\d. ]+); do$", (ROOT / ".ci" / "run").read_text(), re.MULTILINE)
+CI_PYTHON_VERSIONS = tuple(_CI_LOOP.group(1).split()) if _CI_LOOP else ()
 
 # Settings the platform reads rather than config.py: azure-identity picks the user-assigned identity by its client
 # id; Oryx (the App Service build) runs `pip install -r requirements.txt` when SCM_DO_BUILD_DURING_DEPLOYMENT is
@@ -256,7 +258,7 @@ def test_the_startup_command_is_the_one_app_service_can_run() -> None:
 def test_the_allowed_python_versions_are_the_ones_ci_tests() -> None:
     """The template may only offer the Pythons CI tests; its default is the one the Makefile builds with."""
     declaration = template(GROUP)["parameters"]["linuxFxVersion"]
-    makefile_python = re.search(r"^WANT := (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    makefile_python = re.search(r"^PYTHON_VERSION \?= (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
 
     assert declaration["allowedValues"] == [f"PYTHON|{version}" for version in CI_PYTHON_VERSIONS]
     assert makefile_python is not None
@@ -503,7 +505,7 @@ def test_the_new_group_template_deploys_what_the_existing_group_one_does(store: 
 
 # ------------------------------------------------------------------------------------------------ checkov
 
-CHECKOV = ROOT / ".venv" / "checkov" / "bin" / "checkov"
+CHECKOV = Path(sys.prefix) / "checkov" / "bin" / "checkov"  # the Makefile builds it inside each test venv
 
 # Checks that must pass (checkov 3.3.30's ids): what the issue asks of the web app, the store and Cosmos DB.
 MUST_PASS = {
@@ -551,7 +553,7 @@ SKIPPED = {
 
 def run_checkov(path: Path) -> dict[str, Any]:
     if not CHECKOV.exists():
-        message = f"{CHECKOV} is missing: run `make .venv/checkov/.installed` (make test does)"
+        message = f"{CHECKOV} is missing: run `make test`, which installs it"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import sqlite3
@@ -150,24 +151,27 @@ async def test_with_an_app_id_requests_without_a_valid_token_are_401(
     assert channel.received == []
 
 
-async def test_a_corrupt_record_fails_the_turn_cleanly_and_is_left_in_place(
+async def test_a_damaged_record_is_moved_aside_the_user_is_told_and_the_conversation_goes_on(
     conversation: Conversation, settings: Settings
 ) -> None:
-    """A real failure inside a turn: the user's stored record is not JSON. The user is told, the caller gets a
-    503 saying so, and the record is not overwritten or deleted."""
+    """A real failure inside a turn: the user's stored record is not JSON. It is kept, byte for byte, under a
+    ``_damaged/`` key; the user hears that their data was damaged and reset, and the turn is answered."""
     await conversation.say("hi")
     await conversation.say("Ada")
     key = f"emulator/users/{conversation.user_id}"
-    with sqlite3.connect(settings.sqlite_path) as db:
+    with contextlib.closing(sqlite3.connect(settings.sqlite_path)) as db, db:
         db.execute("UPDATE bot_state SET document = '{broken' WHERE key = ?", (key,))
 
-    reply = await conversation.post(conversation.activity("message", text="hello"))
+    reply = await conversation.say("hello")
 
-    assert reply.status == 503
-    assert reply.body["error"]["code"] == "record_damaged"
-    assert "can't be read" in reply.text
-    with sqlite3.connect(settings.sqlite_path) as db:
-        assert db.execute("SELECT document FROM bot_state WHERE key = ?", (key,)).fetchone() == ("{broken",)
+    assert "damaged" in reply.texts[0]
+    assert "What's your name?" in reply.text
+    assert "Thanks, Grace!" in (await conversation.say("Grace")).text
+    with contextlib.closing(sqlite3.connect(settings.sqlite_path)) as db:
+        kept = db.execute("SELECT key, document FROM bot_state WHERE key LIKE '\\_damaged/%' ESCAPE '\\'").fetchall()
+    assert [(stored_key.startswith(f"_damaged/{key}/"), document) for stored_key, document in kept] == [
+        (True, "{broken")
+    ]
 
 
 async def test_readyz_is_503_with_a_reason_when_the_store_does_not_answer(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from storage import CorruptRecordError, SqliteStorage, StorageError
+from storage import sqlite as sqlite_module
 from tests.processes import ROOT
 
 
@@ -18,7 +20,7 @@ async def test_the_database_uses_wal_and_creates_its_folder(tmp_path: Path) -> N
     storage = await SqliteStorage.open(path)
     await storage.close()
 
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("PRAGMA user_version").fetchone() == (1,)
 
@@ -49,7 +51,7 @@ async def test_a_file_that_is_not_a_database_is_refused_by_name_and_left_alone(t
 
 async def test_a_database_from_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "bot.sqlite3"
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("PRAGMA user_version = 7")
     before = path.read_bytes()
 
@@ -63,14 +65,14 @@ async def test_an_undecodable_record_raises_naming_the_key_and_is_kept(tmp_path:
     storage = await SqliteStorage.open(tmp_path / "bot.sqlite3")
     try:
         await storage.write({"good": {"v": 1}, "bad": {"v": 2}})
-        with sqlite3.connect(tmp_path / "bot.sqlite3") as db:
+        with contextlib.closing(sqlite3.connect(tmp_path / "bot.sqlite3")) as db, db:
             db.execute("UPDATE bot_state SET document = 'not json' WHERE key = 'bad'")
 
         with pytest.raises(CorruptRecordError, match="'bad'"):
             await storage.read(["good", "bad"])
 
         assert (await storage.read(["good"]))["good"]["v"] == 1
-        with sqlite3.connect(tmp_path / "bot.sqlite3") as db:
+        with contextlib.closing(sqlite3.connect(tmp_path / "bot.sqlite3")) as db, db:
             assert db.execute("SELECT document FROM bot_state WHERE key = 'bad'").fetchone() == ("not json",)
     finally:
         await storage.close()
@@ -103,3 +105,57 @@ async def test_two_processes_incrementing_one_record_lose_no_update(tmp_path: Pa
         assert (await storage.read(["counter"]))["counter"]["count"] == 3 * increments
     finally:
         await storage.close()
+
+
+async def test_a_deleted_value_leaves_no_copy_in_the_database_or_its_wal_after_compact(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    wal = tmp_path / "bot.sqlite3-wal"
+    secret = "Zebediah-Quuxleton-7f3a91"
+    storage = await SqliteStorage.open(path)
+    try:
+        await storage.write({"other": {"v": "kept"}})
+        item: dict[str, object] = {"name": secret, "age": 41}
+        await storage.write({"emulator/users/u1": item})
+        for age in (42, 43):  # several versions of the page, each a frame in the WAL
+            item["age"] = age
+            await storage.write({"emulator/users/u1": item})
+        await storage.delete(["emulator/users/u1"])
+        assert secret.encode() in wal.read_bytes()  # what the forget command used to leave behind
+
+        await storage.compact()
+
+        assert secret.encode() not in path.read_bytes()
+        assert not wal.exists() or secret.encode() not in wal.read_bytes()
+        assert (await storage.read(["other"]))["other"]["v"] == "kept"
+    finally:
+        await storage.close()
+
+
+async def test_moving_a_damaged_record_aside_keeps_its_exact_text(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    storage = await SqliteStorage.open(path)
+    try:
+        await storage.write({"bad": {"v": 1}})
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("UPDATE bot_state SET document = '{\"half\": ' WHERE key = 'bad'")
+
+        moved_to = await storage.move_aside("bad")
+
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            rows = db.execute("SELECT key, document FROM bot_state").fetchall()
+        assert rows == [(moved_to, '{"half": ')]
+    finally:
+        await storage.close()
+
+
+async def test_the_expiry_cleanup_finds_expired_records_through_an_index(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    await (await SqliteStorage.open(path)).close()
+
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        plan = db.execute(
+            "EXPLAIN QUERY PLAN SELECT key FROM bot_state WHERE "  # noqa: S608 - the product's constant SQL
+            f"{sqlite_module._EXPIRES_AT_SQL} <= ? LIMIT ?",
+            (0, 10),
+        ).fetchall()
+    assert any("bot_state_expires_at" in row[-1] for row in plan), plan

@@ -6,6 +6,7 @@ No test here knows which backend it runs on; wire-level details live in each bac
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from botbuilder.core import MessageFactory, StoreItem
@@ -13,8 +14,10 @@ from botbuilder.dialogs import DialogInstance, DialogState
 from botbuilder.dialogs.choices import Choice, ListStyle
 from botbuilder.dialogs.prompts import PromptOptions
 
-from storage import ETagConflictError, StateStorage
+from storage import CorruptRecordError, ETagConflictError, StateStorage, StorageError
+from storage.base import ExpiryPolicy
 from storage.codec import StateEncodingError
+from tests.backends import plant_raw
 
 KEY = "emulator/users/user-1"
 
@@ -233,3 +236,227 @@ async def test_concurrent_updates_from_one_e_tag_let_exactly_one_win(storage: St
 async def test_ping_answers_while_the_store_is_up(storage: StateStorage) -> None:
     await storage.ping()
     assert storage.describe()
+
+
+# -- several keys in one write ---------------------------------------------------------------------------------
+# ``atomic_writes`` is what a backend promises; each test checks the promise the store under test makes.
+
+USER = "emulator/users/user-1"
+CONVERSATION = "emulator/conversations/conv-1"
+THIRD = "emulator/conversations/conv-2"
+
+
+async def test_several_new_keys_are_written_together_and_all_get_their_e_tags(storage: StateStorage) -> None:
+    user: dict[str, object] = {"name": "Ada"}
+    conversation: dict[str, object] = {"count": 1}
+
+    await storage.write({USER: user, CONVERSATION: conversation})
+
+    stored = await storage.read([USER, CONVERSATION])
+    assert stored[USER]["e_tag"] == user["e_tag"]
+    assert stored[CONVERSATION]["e_tag"] == conversation["e_tag"]
+    assert (stored[USER]["name"], stored[CONVERSATION]["count"]) == ("Ada", 1)
+
+
+async def test_a_conflict_on_a_later_key_is_all_or_nothing_or_stops_in_order(storage: StateStorage) -> None:
+    await storage.write({USER: {"v": "user 1"}, CONVERSATION: {"v": "conversation 1"}})
+    stored = await storage.read([USER, CONVERSATION])
+    user, conversation = stored[USER], stored[CONVERSATION]
+    user_tag = user["e_tag"]
+    newer = dict(conversation, v="another turn's conversation")
+    await storage.write({CONVERSATION: newer})  # makes ``conversation`` stale
+
+    user["v"] = "user 2"
+    conversation["v"] = "conversation 2"
+    with pytest.raises(ETagConflictError):
+        await storage.write({USER: user, CONVERSATION: conversation, THIRD: {"v": "never"}})
+
+    stored = await storage.read([USER, CONVERSATION, THIRD])
+    assert stored[CONVERSATION]["v"] == "another turn's conversation"
+    assert THIRD not in stored  # after the failure nothing further is written, on any backend
+    if storage.atomic_writes:
+        assert stored[USER]["v"] == "user 1"
+        assert user["e_tag"] == user_tag  # nothing committed, so the caller's e_tag is still the stored one
+    else:
+        assert stored[USER]["v"] == "user 2"  # written in the order given, before the conflicting key
+        assert user["e_tag"] == stored[USER]["e_tag"] != user_tag
+
+
+async def test_a_conflict_on_the_first_key_writes_nothing(storage: StateStorage) -> None:
+    await storage.write({USER: {"v": "first"}})
+
+    with pytest.raises(ETagConflictError):
+        await storage.write({USER: {"v": "create-only again"}, CONVERSATION: {"v": "never"}})
+
+    assert await storage.read([CONVERSATION]) == {}
+    assert (await storage.read([USER]))[USER]["v"] == "first"
+
+
+async def test_an_unstorable_later_item_is_refused_before_anything_is_written(storage: StateStorage) -> None:
+    with pytest.raises(StateEncodingError):
+        await storage.write({USER: {"v": 1}, CONVERSATION: {"oops": object()}})
+
+    assert await storage.read([USER, CONVERSATION]) == {}
+
+
+async def test_concurrent_multi_key_writes_from_one_snapshot_let_exactly_one_win(storage: StateStorage) -> None:
+    await storage.write({USER: {"writer": None}, CONVERSATION: {"writer": None}})
+    base = await storage.read([USER, CONVERSATION])
+
+    results = await asyncio.gather(
+        *(
+            storage.write({USER: {**base[USER], "writer": i}, CONVERSATION: {**base[CONVERSATION], "writer": i}})
+            for i in range(4)
+        ),
+        return_exceptions=True,
+    )
+
+    winners = [i for i, result in enumerate(results) if result is None]
+    assert len(winners) == 1
+    assert all(isinstance(result, ETagConflictError) for result in results if result is not None)
+    stored = await storage.read([USER, CONVERSATION])
+    assert stored[CONVERSATION]["writer"] == winners[0]
+    assert stored[USER]["writer"] == winners[0]
+
+
+# -- damaged records -------------------------------------------------------------------------------------------
+
+DAMAGE = {"bad-json": "{not json", "unknown-type": '{"dialog":{"$type":"NoSuchType","x":1}}'}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+async def test_a_damaged_record_names_its_key_and_can_be_moved_aside(storage: StateStorage, damage: str) -> None:
+    await storage.write({USER: {"v": "healthy"}})
+    await plant_raw(storage, CONVERSATION, DAMAGE[damage])
+
+    with pytest.raises(CorruptRecordError) as caught:
+        await storage.read([USER, CONVERSATION])
+    assert caught.value.key == CONVERSATION
+
+    moved_to = await storage.move_aside(CONVERSATION)
+
+    assert moved_to is not None
+    assert moved_to.startswith(f"_damaged/{CONVERSATION}/")
+    assert await storage.read([CONVERSATION]) == {}
+    with pytest.raises(CorruptRecordError):  # kept, still as damaged as it was
+        await storage.read([moved_to])
+    await storage.write({CONVERSATION: {"v": "fresh"}})  # create-only: the key is free again
+    stored = await storage.read([USER, CONVERSATION])
+    assert (stored[USER]["v"], stored[CONVERSATION]["v"]) == ("healthy", "fresh")
+
+
+async def test_moving_aside_an_absent_key_returns_none(storage: StateStorage) -> None:
+    assert await storage.move_aside(KEY) is None
+
+
+async def test_compact_keeps_every_record(storage: StateStorage) -> None:
+    await storage.write({USER: {"v": 1}, CONVERSATION: {"v": 2}})
+    await storage.delete([CONVERSATION])
+
+    await storage.compact()
+
+    assert {key: item["v"] for key, item in (await storage.read([USER, CONVERSATION])).items()} == {USER: 1}
+
+
+# -- close -----------------------------------------------------------------------------------------------------
+
+
+async def test_after_close_every_call_raises_a_storage_error_and_close_is_idempotent(storage: StateStorage) -> None:
+    await storage.write({KEY: {"v": 1}})
+
+    await storage.close()
+    await storage.close()
+
+    calls = {
+        "read": lambda: storage.read([KEY]),
+        "write": lambda: storage.write({KEY: {"v": 2, "e_tag": "*"}}),
+        "delete": lambda: storage.delete([KEY]),
+        "move_aside": lambda: storage.move_aside(KEY),
+        "compact": storage.compact,
+        "ping": storage.ping,
+    }
+    for call in calls.values():
+        with pytest.raises(StorageError, match="closed"):
+            await call()
+
+
+# -- expiry ----------------------------------------------------------------------------------------------------
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock(storage: StateStorage) -> Clock:
+    """``storage`` with conversations expiring an hour after their last write and users never."""
+    moved = Clock()
+    storage.expiry = ExpiryPolicy(conversation_ttl=timedelta(hours=1), user_ttl=None, clock=moved)
+    return moved
+
+
+async def test_an_expired_conversation_reads_as_absent_and_a_new_one_can_be_created(
+    storage: StateStorage, clock: Clock
+) -> None:
+    await storage.write({CONVERSATION: {"count": 5}, USER: {"name": "Ada"}})
+    clock.advance(minutes=59)
+    assert set(await storage.read([CONVERSATION, USER])) == {CONVERSATION, USER}
+
+    clock.advance(minutes=2)
+
+    stored = await storage.read([CONVERSATION, USER])
+    assert set(stored) == {USER}  # users have no TTL here
+    assert "$expiresAt" not in stored[USER]
+    await storage.write({CONVERSATION: {"count": 1}})  # create-only, over the expired record
+    assert (await storage.read([CONVERSATION]))[CONVERSATION]["count"] == 1
+
+
+async def test_every_write_extends_the_life_of_a_record(storage: StateStorage, clock: Clock) -> None:
+    item: dict[str, object] = {"count": 1}
+    await storage.write({CONVERSATION: item})
+    clock.advance(minutes=50)
+    item["count"] = 2
+    await storage.write({CONVERSATION: item})
+
+    clock.advance(minutes=50)
+
+    assert (await storage.read([CONVERSATION]))[CONVERSATION]["count"] == 2
+
+
+async def test_a_stale_writer_cannot_revive_an_expired_record_someone_else_replaced(
+    storage: StateStorage, clock: Clock
+) -> None:
+    await storage.write({CONVERSATION: {"v": "old"}})
+    clock.advance(hours=2)
+    await storage.write({CONVERSATION: {"v": "new turn"}})  # replaces the expired record
+
+    with pytest.raises(ETagConflictError):
+        await storage.write({CONVERSATION: {"v": "another create-only"}})
+    assert (await storage.read([CONVERSATION]))[CONVERSATION]["v"] == "new turn"
+
+
+async def test_remove_expired_deletes_in_bounded_batches_where_the_backend_can(
+    storage: StateStorage, clock: Clock
+) -> None:
+    conversations = [f"emulator/conversations/c{i}" for i in range(3)]
+    await storage.write({key: {"i": i} for i, key in enumerate(conversations)} | {USER: {"name": "Ada"}})
+    assert await storage.remove_expired() == 0  # nothing has expired yet
+    clock.advance(hours=2)
+
+    removed = [await storage.remove_expired(limit=2), await storage.remove_expired(limit=2)]
+
+    if storage.expiry_cleanup:
+        assert removed == [2, 1]
+        assert await storage._load_many(conversations) == {}  # gone from the store, not only hidden
+    else:
+        assert removed == [0, 0]
+    assert set(await storage.read([*conversations, USER])) == {USER}

@@ -184,10 +184,20 @@ async def test_an_entity_that_is_not_ours_is_reported_corrupt_not_absent(store: 
         await store.read(["bare"])
 
 
-async def test_a_deleted_table_makes_reads_fail_instead_of_looking_empty(store: TableStorage, raw: TableClient) -> None:
+async def test_a_deleted_table_is_re_created_by_the_next_call_at_most_once_per_interval(
+    store: TableStorage, raw: TableClient, caplog: pytest.LogCaptureFixture
+) -> None:
     await store.write({KEY: {"v": 1}})
     await raw.delete_table()
 
+    # The record went with the table; the store notices, makes the table again and carries on.
+    assert await store.read([KEY]) == {}
+    assert "was missing" in caplog.text
+    await store.write({KEY: {"v": 2}})
+    assert (await store.read([KEY]))[KEY]["v"] == 2
+
+    # Deleted again at once: within the heal interval nothing is re-created, and the failure is not "absent".
+    await raw.delete_table()
     with pytest.raises(StorageError, match="TableNotFound"):
         await store.read([KEY])
     with pytest.raises(StorageError, match="TableNotFound") as caught:

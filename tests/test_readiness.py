@@ -1,0 +1,180 @@
+"""/readyz proves the store can write: full and damaged SQLite stores answer 503; a read-only one never starts.
+
+The faults are real, made without privileges the tests may not have:
+
+* **disk full**: the bot runs as a real process whose file-size limit (``RLIMIT_FSIZE``, set in the child before
+  it starts) is 64 KiB. CPython ignores ``SIGXFSZ``, so a write past the limit fails with ``EFBIG`` exactly where
+  a full disk fails with ``ENOSPC``: the database's write-ahead log cannot grow, and SQLite reports an I/O error.
+  A small tmpfs would need ``mount`` privileges.
+* **read-only**: the database file is mode 0444. Root ignores file modes, so when the tests run as root the bot
+  process gives up ``CAP_DAC_OVERRIDE`` / ``CAP_DAC_READ_SEARCH`` / ``CAP_FOWNER`` (``prctl(PR_CAPBSET_DROP)``
+  before it starts), which makes the mode apply to it as to any user. The settings check refuses such a path.
+* **damaged**: while the bot runs, another connection points the state table at a page that does not exist
+  (``writable_schema``, the way a damaged schema page looks to SQLite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import resource
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from app import HEARTBEAT_PREFIX
+from storage import SqliteStorage
+from tests.channel import Conversation, FakeChannel
+from tests.processes import ROOT, URL_LINE, bot_environment
+
+FILE_SIZE_LIMIT = 64 * 1024
+_PR_CAPBSET_DROP = 24
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _CAP_FOWNER = 1, 2, 3
+
+
+def _limit_file_size() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+
+
+def _file_modes_apply() -> Callable[[], None] | None:
+    """A pre-exec hook that makes file modes bind the bot even when the tests run as root (None otherwise)."""
+    if os.geteuid() != 0:
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def hook() -> None:
+        for capability in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _CAP_FOWNER):
+            if prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+    return hook
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
+async def _start_bot(log_path: Path, sqlite_path: Path, preexec_fn: Callable[[], None] | None) -> tuple[object, str]:
+    """``python app.py`` on ``sqlite_path`` with ``preexec_fn`` run in the child; returns (process, base URL)."""
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "app.py",
+            cwd=ROOT,
+            env=bot_environment(PORT="0", SQLITE_PATH=str(sqlite_path)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
+        )
+    for _ in range(600):
+        found = URL_LINE.findall(_read(log_path))
+        if found:
+            host, port = found[-1].split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+            with contextlib.suppress(OSError), socket.create_connection((host, int(port)), timeout=1):
+                return process, found[-1].removesuffix("/api/messages")
+        if process.returncode is not None:
+            break
+        await asyncio.sleep(0.1)
+    if process.returncode is None:
+        process.kill()
+    await process.wait()
+    raise RuntimeError(f"the bot did not start:\n{_read(log_path)}")
+
+
+@pytest_asyncio.fixture
+async def known_user_store(tmp_path: Path) -> AsyncIterator[Path]:
+    """A database in which user-1 of the channel "test" is known as Ada, closed (its WAL checkpointed)."""
+    path = tmp_path / "state" / "bot.sqlite3"
+    storage = await SqliteStorage.open(path)
+    await storage.write({"test/users/user-1": {"UserProfile": {"name": "Ada", "schema_version": 1}}})
+    await storage.close()
+    yield path
+
+
+async def _ready(http: aiohttp.ClientSession, base: str) -> tuple[int, dict[str, object]]:
+    async with http.get(f"{base}/readyz") as response:
+        return response.status, await response.json()
+
+
+async def test_readyz_writes_one_heartbeat_record_per_process_not_a_users(
+    settings, bot_url: str, http: aiohttp.ClientSession
+) -> None:
+    base = bot_url.removesuffix("/api/messages")
+    for _ in range(3):
+        assert await _ready(http, base) == (200, {"status": "ready", "storage": "sqlite"})
+
+    with contextlib.closing(sqlite3.connect(settings.sqlite_path)) as db:
+        keys = [key for (key,) in db.execute("SELECT key FROM bot_state")]
+    assert keys == [f"{HEARTBEAT_PREFIX}{socket.gethostname()}-{os.getpid()}"]
+
+
+async def test_a_full_disk_turns_readyz_503_and_turns_fail_cleanly(
+    tmp_path: Path, known_user_store: Path, http: aiohttp.ClientSession, channel: FakeChannel
+) -> None:
+    process, base = await _start_bot(tmp_path / "bot.log", known_user_store, _limit_file_size)
+    try:
+        statuses = []
+        for _ in range(60):  # each check appends one page (4 KiB) to the WAL; 64 KiB fill up after ~15
+            status, body = await _ready(http, base)
+            statuses.append(status)
+            if status == 503:
+                break
+        assert statuses[0] == 200
+        assert statuses[-1] == 503, "the write-ahead log never hit the file-size limit"
+        assert body["storage"] == "sqlite"
+        assert "disk I/O error" in str(body["reason"]) or "full" in str(body["reason"])
+
+        talk = Conversation(http, f"{base}/api/messages", channel, user_id="user-1", channel_id="test")
+        failed = await talk.post(talk.activity("message", text="hello"))
+        assert failed.status == 503
+    finally:
+        process.kill()
+        await process.wait()
+
+    storage = await SqliteStorage.open(known_user_store)  # nothing stored was lost or damaged
+    try:
+        assert (await storage.read(["test/users/user-1"]))["test/users/user-1"]["UserProfile"]["name"] == "Ada"
+    finally:
+        await storage.close()
+
+
+async def test_a_read_only_copy_of_the_store_never_starts_serving(tmp_path: Path, known_user_store: Path) -> None:
+    """A read-only store is refused at start-up (exit 2, one message naming SQLITE_PATH), so the instance never
+    enters rotation. (A store that turns read-only while the bot runs, e.g. a file system remounted read-only,
+    fails writes on the same path as the full disk above; remounting needs privileges the tests do not have.)"""
+    os.chmod(known_user_store, 0o444)
+    log_path = tmp_path / "bot.log"
+
+    with pytest.raises(RuntimeError, match="did not start"):
+        await _start_bot(log_path, known_user_store, _file_modes_apply())
+
+    log = _read(log_path)
+    assert f"SQLITE_PATH={known_user_store} is not readable and writable" in log
+    assert "Traceback" not in log
+
+
+async def test_a_store_damaged_while_the_bot_runs_turns_readyz_503(
+    settings, bot_url: str, http: aiohttp.ClientSession
+) -> None:
+    base = bot_url.removesuffix("/api/messages")
+    assert (await _ready(http, base))[0] == 200
+
+    with contextlib.closing(sqlite3.connect(settings.sqlite_path)) as db:
+        version = db.execute("PRAGMA schema_version").fetchone()[0]
+        db.execute("PRAGMA writable_schema = ON")
+        db.execute("UPDATE sqlite_schema SET rootpage = 9999 WHERE name = 'bot_state'")
+        db.execute(f"PRAGMA schema_version = {version + 1}")
+        db.commit()
+
+    status, body = await _ready(http, base)
+    assert status == 503
+    assert "malformed" in str(body["reason"])
