@@ -168,7 +168,7 @@ class StateBot(ActivityHandler):
         erase(turn_context, self._private_state)
         if not turn_context.activity.conversation.is_group:
             erase(turn_context, self._conversation_state)
-        logger.info("erasing the stored state of a user on channel %s", turn_context.activity.channel_id)
+        logger.debug("erasing the stored state of a user on channel %s", turn_context.activity.channel_id)
 
 
 def create_bot(storage: StateStorage) -> tuple[StateBot, TurnStates]:
