@@ -1,4 +1,4 @@
-"""The conversation: welcome, learn the user's name, echo, commands, and the dialogs behind them.
+"""The conversation: welcome, learn the user's name, echo; commands (``bots.commands``) and their dialogs.
 
 The bot reads and writes only through state property accessors; where the state lives is the storage's
 business, and loading and saving are the turn pipeline's (``bots.pipeline``): the bot never sees a retry.
