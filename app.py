@@ -177,28 +177,46 @@ async def create_app(settings: Settings | None = None, *, bot_factory: BotFactor
     return app
 
 
-def _bind(settings: Settings) -> socket.socket:
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket for ``host:port`` (``port`` 0: any free port); ``OSError`` when it cannot be had."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((settings.host, settings.port))
+        sock.bind((host, port))
     except OSError:
         sock.close()
         raise
     return sock
 
 
-def main() -> int:
+def startup_settings() -> Settings | None:
+    """The settings for an entry point, logging set up from them; None (after one log line) when they are bad."""
     try:
         settings = settings_from_environment()
     except ConfigError as err:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
         logger.error("cannot start: %s", err)
-        return 2
+        return None
     configure_logging(settings)
+    return settings
+
+
+def serve(app: Awaitable[web.Application], settings: Settings, sock: socket.socket) -> int:
+    """Serve ``app`` on ``sock`` until SIGINT/SIGTERM; the exit code (2: the storage could not be opened)."""
     try:
-        sock = _bind(settings)
+        web.run_app(app, sock=sock, print=None, access_log=None, **server_options(settings))
+    except StorageError as err:
+        logger.error("cannot start: %s", err)
+        return 2
+    return 0
+
+
+def main() -> int:
+    settings = startup_settings()
+    if settings is None:
+        return 2
+    try:
+        sock = bind(settings.host, settings.port)
     except OSError as err:
         logger.error("cannot start: HOST=%s PORT=%s cannot be bound: %s", settings.host, settings.port, err)
         return 2
@@ -207,12 +225,7 @@ def main() -> int:
     logger.info("bot listening; Emulator URL: http://%s:%s%s", shown_host, port, MESSAGES_PATH)
     if not settings.auth_enabled:
         logger.info("MicrosoftAppId is empty: leave App ID and password empty in the Emulator")
-    try:
-        web.run_app(create_app(settings), sock=sock, print=None, access_log=None, **server_options(settings))
-    except StorageError as err:
-        logger.error("cannot start: %s", err)
-        return 2
-    return 0
+    return serve(create_app(settings), settings, sock)
 
 
 if __name__ == "__main__":

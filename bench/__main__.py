@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from bench.growth import populate
 from bench.loadgen import RECONNECT_EVERY, Tally, VirtualUser, measure, rss_bytes
 from bench.report import Options, Row, render_markdown, render_text, summarise
 from bench.servers import Server, bench_server, bot_server, gunicorn_server
+from bots.logs import short_id
 from tests.processes import ROOT
 
 logger = logging.getLogger("bench")
@@ -278,6 +280,9 @@ async def run(options: Options, keys: list[str]) -> list[Row]:
                     assert target.server is not None
                     target.server.refresh_pids()
                     await measure(target.users, options.seconds, target.tally, target.server.pids, target.store_pids)
+            for target in live:
+                if target.spec.hot:
+                    target.note = "; ".join(filter(None, [target.note, retry_note(target)]))
             rows = [summarise(t.label, t.spec.key, t.tally, _rss(t), t.note, t.skipped) for t in targets]
         finally:
             for target in targets:
@@ -286,6 +291,24 @@ async def run(options: Options, keys: list[str]) -> list[Row]:
             await asyncio.gather(*(server.stop() for server in servers.values()))
             services.stop()
     return rows
+
+
+TURN_LINE = re.compile(r"turn \S+?@\S+?/(\S+): (\w+), \d+ repl\w+, (\d+) attempts?")
+
+
+def retry_note(target: Target) -> str:
+    """How often the hot conversation's turns were tried again (e_tag conflicts), read from the bot's turn log."""
+    assert target.server is not None
+    conversation = short_id(target.users[0].conversation_id)
+    attempts = [
+        int(match.group(3))
+        for match in TURN_LINE.finditer(target.server.log_path.read_text(errors="replace"))
+        if match.group(1) == conversation
+    ]
+    if not attempts:
+        return ""
+    retried = sum(1 for count in attempts if count > 1)
+    return f"retried: {retried / len(attempts):.1%} of turns, {sum(attempts) - len(attempts)} extra attempts"
 
 
 def _rss(target: Target) -> int:

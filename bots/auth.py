@@ -357,7 +357,7 @@ class BotAuthentication(BotFrameworkAuthentication):
                 )
                 raise
             result.claims_identity = ClaimsIdentity(claims, True, "Bearer")
-        result.connector_factory = self._sdk.create_connector_factory(result.claims_identity)
+        # No connector_factory: the turn pipeline sends replies itself (bots/replies.py), with outgoing_token().
         return result
 
     async def _validate(self, auth_header: str, activity: Activity) -> dict[str, Any]:

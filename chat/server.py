@@ -8,15 +8,13 @@ as they would from Azure. The Emulator can still talk to ``/api/messages`` of th
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
 
-from app import MESSAGES_PATH, configure_logging, create_app
-from config import ConfigError, Settings, settings_from_environment
-from storage import StorageError
+from app import MESSAGES_PATH, bind, create_app, serve, startup_settings
+from config import Settings
 
 from .directline import DirectLine
 
@@ -79,26 +77,11 @@ async def create_chat_app(settings: Settings, directline: DirectLine, webchat_js
     return app
 
 
-def _bind(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((LOOPBACK, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def main() -> int:
     """Run the chat server; log the page's URL (the real port when ``PORT=0``)."""
-    try:
-        settings = settings_from_environment()
-    except ConfigError as err:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-        logger.error("cannot start: %s", err)
+    settings = startup_settings()
+    if settings is None:
         return 2
-    configure_logging(settings)
     try:
         settings = local_settings(settings)
     except ChatError as err:
@@ -108,16 +91,11 @@ def main() -> int:
         logger.error("cannot start: %s is missing; run `make webchat` (or `make chat`) to fetch Web Chat", WEBCHAT_JS)
         return 2
     try:
-        sock = _bind(settings.port)
+        sock = bind(LOOPBACK, settings.port)
     except OSError as err:
         logger.error("cannot start: %s:%s cannot be bound: %s", LOOPBACK, settings.port, err)
         return 2
     origin = f"http://{LOOPBACK}:{sock.getsockname()[1]}"
     logger.info("Emulator URL: %s%s", origin, MESSAGES_PATH)
     logger.info("chat in your browser: %s%s", origin, PAGE_PATH)
-    try:
-        web.run_app(create_chat_app(settings, DirectLine(origin)), sock=sock, print=None, access_log=None)
-    except StorageError as err:
-        logger.error("cannot start: %s", err)
-        return 2
-    return 0
+    return serve(create_chat_app(settings, DirectLine(origin)), settings, sock)
