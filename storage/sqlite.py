@@ -92,8 +92,10 @@ class SqliteStorage(StateStorage):
         placeholders = ",".join("?" * len(keys))
         query = f"SELECT key, document, e_tag FROM bot_state WHERE key IN ({placeholders})"  # noqa: S608
         try:
-            async with self._db.execute(query, keys) as cursor:
-                rows = await cursor.fetchall()
+            # One call on aiosqlite's thread: a SELECT left open between awaits holds a read snapshot on the shared
+            # connection, and another turn's write through it then fails with SQLITE_BUSY_SNAPSHOT ("database is
+            # locked", no busy wait) whenever another process wrote meanwhile.
+            rows = await self._db.execute_fetchall(query, keys)
         except sqlite3.Error as err:
             raise self._error("read", err) from err
         return {key: StoredRecord(document, e_tag) for key, document, e_tag in rows}
@@ -146,8 +148,7 @@ class SqliteStorage(StateStorage):
 
     async def ping(self) -> None:
         try:
-            async with self._db.execute("SELECT count(*) FROM bot_state WHERE key = ''") as cursor:
-                await cursor.fetchone()
+            await self._db.execute_fetchall("SELECT count(*) FROM bot_state WHERE key = ''")
         except (sqlite3.Error, ValueError) as err:  # ValueError: the connection is closed
             raise self._error("ping", err) from err
 
