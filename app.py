@@ -19,22 +19,31 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiohttp import web
+MISSING_DEPENDENCIES_HINT = "cannot start: {module} is not installed; run `make run`, which installs them"
 
-from bots import StateBot, StateBotAdapter, create_bot
-from bots.auth import BotAuthentication
-from bots.http import RequestPolicy, error_response
-from bots.pipeline import TurnStates
-from bots.replies import ReplySender
-from bots.serving import guard_event_loop, server_options
-from config import ConfigError, Settings, settings_from_environment
-from storage import StateStorage, StorageError, build_storage
+try:
+    from aiohttp import web
+
+    from bots import StateBot, StateBotAdapter, create_bot
+    from bots.auth import BotAuthentication
+    from bots.http import RequestPolicy, error_response
+    from bots.pipeline import TurnStates
+    from bots.replies import ReplySender
+    from bots.serving import guard_event_loop, server_options
+    from config import ConfigError, Settings, settings_from_environment
+    from storage import StateStorage, StorageError, build_storage
+except ModuleNotFoundError as missing:
+    # `python app.py` outside the virtual environment: one line that says what to do, not a traceback.
+    if __name__ != "__main__":
+        raise
+    sys.stderr.write(MISSING_DEPENDENCIES_HINT.format(module=missing.name) + "\n")
+    raise SystemExit(2) from None
 
 logger = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Libraries that log every request (azure-core with all headers) or every statement (aiosqlite) at INFO/DEBUG.
-CHATTY_LOGGERS = ("aiosqlite", "azure", "urllib3", "msal", "msrest", "botbuilder", "botframework", "asyncio")
+CHATTY_LOGGERS = ("aiohttp", "aiosqlite", "azure", "urllib3", "msal", "msrest", "botbuilder", "botframework", "asyncio")
 MESSAGES_PATH = "/api/messages"
 READY_TIMEOUT_SECONDS = 3.0
 #: /readyz writes a small record under this prefix (never a channel's key: those start with the channel id).

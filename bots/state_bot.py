@@ -1,4 +1,4 @@
-"""The conversation: welcome, learn the user's name, echo, commands, and the dialogs behind them.
+"""The conversation: welcome, learn the user's name, echo; commands (``bots.commands``) and their dialogs.
 
 The bot reads and writes only through state property accessors; where the state lives is the storage's
 business, and loading and saving are the turn pipeline's (``bots.pipeline``): the bot never sees a retry.
@@ -22,12 +22,11 @@ from botbuilder.core import (
     ActivityHandler,
     BotState,
     ConversationState,
-    MessageFactory,
     PrivateConversationState,
     TurnContext,
     UserState,
 )
-from botbuilder.dialogs import DialogContext, DialogSet
+from botbuilder.dialogs import DialogSet
 from botbuilder.schema import ChannelAccount
 
 from data_models import ConversationData, MemberData, UserProfile
@@ -38,36 +37,13 @@ from data_models.accessors import (
     USER_PROFILE_PROPERTY,
     ModelProperty,
 )
-from dialogs import (
-    FORGET_DIALOG,
-    PROFILE_DIALOG,
-    ForgetDialog,
-    ProfileDialog,
-    check_name,
-    describe_profile,
-    picture_attachment,
-)
+from dialogs import GREET_BACK, ForgetDialog, NameDialog, ProfileDialog, check_name, is_greeting, question
 from storage import StateStorage
 
+from .commands import ASK_NAME, HELP_TEXT, CommandTurn, command_of, run_command
 from .pipeline import TurnConversationState, TurnPrivateConversationState, TurnStates, TurnUserState, erase
 
 logger = logging.getLogger(__name__)
-
-COMMANDS = {
-    "help": "show this list",
-    "profile": "fill in your profile (transport, name, age, picture)",
-    "show": "show what I have stored about you",
-    "cancel": "stop the question we are in the middle of",
-    "forget": "delete everything I know about you",
-}
-HELP_TEXT = "Here is what I understand:\n\n" + "\n".join(f"- **{name}**: {what}" for name, what in COMMANDS.items())
-ASK_NAME = "What's your name?"
-
-
-def command_of(text: str | None) -> str | None:
-    """The command a message is, if it is exactly one (case and surrounding spaces ignored)."""
-    word = (text or "").strip().lower()
-    return word if word in COMMANDS else None
 
 
 def received_at(activity_timestamp: datetime | None, local_timestamp: datetime | None) -> datetime:
@@ -99,6 +75,7 @@ class StateBot(ActivityHandler):
         self._dialogs = DialogSet(private_state.create_property(DIALOG_STATE_PROPERTY))
         self._dialogs.add(ProfileDialog(self._profile))
         self._dialogs.add(ForgetDialog(self._erase_user))
+        self._dialogs.add(NameDialog(self._profile))
 
     @property
     def states(self) -> tuple[BotState, ...]:
@@ -122,8 +99,10 @@ class StateBot(ActivityHandler):
                 await turn_context.send_activity(f"Welcome back, {profile.name}! Type 'help' to see what I can do.")
                 continue
             await turn_context.send_activity(
-                "Hello and welcome! I'm a bot that remembers you: your name and profile stay with me "
-                "across conversations until you tell me to forget them.\n\n" + HELP_TEXT + "\n\n" + ASK_NAME
+                question(
+                    "Hello and welcome! I'm a bot that remembers you: your name and profile stay with me "
+                    "across conversations until you tell me to forget them.\n\n" + HELP_TEXT + "\n\n" + ASK_NAME
+                )
             )
             if member.id == turn_context.activity.from_property.id:
                 await self._member.set(turn_context, MemberData(asked_for_name=True))
@@ -133,59 +112,37 @@ class StateBot(ActivityHandler):
         data = replace(data, message_count=data.message_count + 1)
         await self._conversation.set(turn_context, data)
 
-        dialog_context = await self._dialogs.create_context(turn_context)
+        turn = CommandTurn(await self._dialogs.create_context(turn_context), self._profile, self._member)
         command = command_of(turn_context.activity.text)
-        if dialog_context.active_dialog is not None:
-            await self._continue_dialog(dialog_context, command)
-        elif command is not None:
-            await self._run_command(dialog_context, command)
+        if command is not None:
+            await run_command(command, turn)
+        elif turn.dialogs.active_dialog is not None:
+            await turn.dialogs.continue_dialog()
+        elif await turn.waiting_for_name():
+            await self._take_name(turn_context)
         else:
             await self._converse(turn_context, data)
-
-    async def _continue_dialog(self, dialog_context: DialogContext, command: str | None) -> None:
-        if command == "cancel":
-            await dialog_context.cancel_all_dialogs()
-            await dialog_context.context.send_activity("Cancelled. Nothing you stored before has changed.")
-        elif command == "help":
-            await dialog_context.context.send_activity(HELP_TEXT)
-            await dialog_context.reprompt_dialog()
-        else:
-            await dialog_context.continue_dialog()
-
-    async def _run_command(self, dialog_context: DialogContext, command: str) -> None:
-        turn_context = dialog_context.context
-        if command == "help":
-            await turn_context.send_activity(HELP_TEXT)
-        elif command == "profile":
-            await dialog_context.begin_dialog(PROFILE_DIALOG)
-        elif command == "forget":
-            await dialog_context.begin_dialog(FORGET_DIALOG)
-        elif command == "cancel":
-            await turn_context.send_activity("There is nothing to cancel.")
-        elif command == "show":
-            profile = await self._profile.get(turn_context)
-            if profile.is_empty:
-                await turn_context.send_activity("I don't have anything stored about you yet. Try 'profile'.")
-                return
-            reply = MessageFactory.text("This is what I have stored about you:\n\n" + describe_profile(profile))
-            if profile.picture:
-                reply.attachments = [picture_attachment(profile.picture)]
-            await turn_context.send_activity(reply)
 
     async def _converse(self, turn_context: TurnContext, data: ConversationData) -> None:
         profile = await self._profile.get(turn_context)
         if profile.name:
             await turn_context.send_activity(self._echo(turn_context, profile.name, data.message_count))
             return
-        if not (await self._member.get(turn_context)).asked_for_name:
-            await self._member.set(turn_context, MemberData(asked_for_name=True))
-            await turn_context.send_activity(f"Hello! I don't know you yet. {ASK_NAME}")
+        await self._member.set(turn_context, MemberData(asked_for_name=True))
+        await turn_context.send_activity(question(f"Hello! I don't know you yet. {ASK_NAME}"))
+
+    async def _take_name(self, turn_context: TurnContext) -> None:
+        """The answer to the first-contact question "What's your name?"."""
+        text = turn_context.activity.text
+        if is_greeting(text):
+            await turn_context.send_activity(question(f"{GREET_BACK} {ASK_NAME}"))
             return
-        problem = check_name(turn_context.activity.text)
+        problem = check_name(text)
         if problem:
-            await turn_context.send_activity(f"Sorry, {problem}. {ASK_NAME}")
+            await turn_context.send_activity(question(f"Sorry, {problem}. {ASK_NAME}"))
             return
-        name = turn_context.activity.text.strip()
+        name = text.strip()
+        profile = await self._profile.get(turn_context)
         await self._profile.set(turn_context, replace(profile, name=name))
         await self._member.set(turn_context, MemberData(asked_for_name=False))
         await turn_context.send_activity(
@@ -211,7 +168,7 @@ class StateBot(ActivityHandler):
         erase(turn_context, self._private_state)
         if not turn_context.activity.conversation.is_group:
             erase(turn_context, self._conversation_state)
-        logger.info("erasing the stored state of a user on channel %s", turn_context.activity.channel_id)
+        logger.debug("erasing the stored state of a user on channel %s", turn_context.activity.channel_id)
 
 
 def create_bot(storage: StateStorage) -> tuple[StateBot, TurnStates]:

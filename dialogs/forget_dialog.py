@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from botbuilder.core import MessageFactory, TurnContext
+from botbuilder.core import TurnContext
 from botbuilder.dialogs import ComponentDialog, DialogTurnResult, WaterfallDialog, WaterfallStepContext
 from botbuilder.dialogs.prompts import ConfirmPrompt, PromptOptions
+
+from .questions import question
 
 FORGET_DIALOG = "forget"
 _STEPS = "forget.steps"
@@ -28,11 +30,11 @@ class ForgetDialog(ComponentDialog):
         return await step.prompt(
             _CONFIRM_PROMPT,
             PromptOptions(
-                prompt=MessageFactory.text(
+                prompt=question(
                     "This deletes your name, your profile and this conversation's history with me. "
                     "Are you sure? (yes or no)"
                 ),
-                retry_prompt=MessageFactory.text("Please answer yes or no: shall I forget everything about you?"),
+                retry_prompt=question("Please answer yes or no: shall I forget everything about you?"),
             ),
         )
 

@@ -1,8 +1,41 @@
-"""The one rule for names, shared by the first-contact question and the profile dialog."""
+"""The one rule for names, shared by the first-contact question, the profile dialog and the ``name`` dialog.
+
+A greeting is never a name: the welcome ends with "What's your name?" and people answer it with "hello".
+"""
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+from botbuilder.core import TurnContext
+from botbuilder.dialogs.prompts import PromptOptions, PromptValidatorContext, TextPrompt
+
 NAME_MAX_LENGTH = 50
+GREETINGS = frozenset(
+    {
+        "hi",
+        "hello",
+        "hey",
+        "hiya",
+        "howdy",
+        "yo",
+        "hallo",
+        "hola",
+        "greetings",
+        "good morning",
+        "good afternoon",
+        "good evening",
+        "good day",
+        "morning",
+        "evening",
+        "hi there",
+        "hello there",
+        "hey there",
+    }
+)
+GREET_BACK = "Hello to you too!"
+_NOT_WORDS = re.compile(r"[^\w\s]+")
 
 
 def check_name(text: str | None) -> str | None:
@@ -13,3 +46,30 @@ def check_name(text: str | None) -> str | None:
     if len(name) > NAME_MAX_LENGTH:
         return f"a name can be at most {NAME_MAX_LENGTH} characters and that one has {len(name)}"
     return None
+
+
+def is_greeting(text: str | None) -> bool:
+    """Whether the whole message is a greeting ("Hi!", "good  Morning.", "hey there :)"), any case."""
+    words = _NOT_WORDS.sub(" ", (text or "").lower()).split()
+    return " ".join(words) in GREETINGS
+
+
+async def _validate_name(prompt: PromptValidatorContext) -> bool:
+    if not prompt.recognized.succeeded or is_greeting(prompt.recognized.value):
+        return False
+    return check_name(prompt.recognized.value) is None
+
+
+class NamePrompt(TextPrompt):
+    """A text prompt for a name: the name rule applies, and a greeting is greeted back and asked again."""
+
+    def __init__(self, dialog_id: str) -> None:
+        super().__init__(dialog_id, _validate_name)
+
+    async def on_prompt(
+        self, turn_context: TurnContext, state: dict[str, Any], options: PromptOptions, is_retry: bool
+    ) -> None:
+        if is_retry and is_greeting(turn_context.activity.text):
+            await turn_context.send_activity(GREET_BACK)
+            is_retry = False
+        await super().on_prompt(turn_context, state, options, is_retry)

@@ -8,9 +8,6 @@ restart in the middle of the dialog continues at the same step.
 
 from __future__ import annotations
 
-from typing import Any
-
-from botbuilder.core import MessageFactory
 from botbuilder.dialogs import (
     ComponentDialog,
     DialogTurnResult,
@@ -25,14 +22,14 @@ from botbuilder.dialogs.prompts import (
     NumberPrompt,
     PromptOptions,
     PromptValidatorContext,
-    TextPrompt,
 )
-from botbuilder.schema import ActionTypes, Attachment, CardAction
+from botbuilder.schema import Attachment
 
 from data_models import Picture, UserProfile
 from data_models.accessors import ModelProperty
 
-from .names import NAME_MAX_LENGTH, check_name
+from .names import NAME_MAX_LENGTH, NamePrompt
+from .questions import question
 
 # Stable ids: saved dialog stacks refer to them, so renaming one breaks conversations in flight.
 PROFILE_DIALOG = "profile"
@@ -49,10 +46,6 @@ AGE_MIN, AGE_MAX = 1, 149
 PICTURE_TYPES = ("image/jpeg", "image/png")
 SKIP = "skip"
 _DRAFT = "draft"
-
-
-def _text(text: str) -> Any:
-    return MessageFactory.text(text)
 
 
 class ProfileDialog(ComponentDialog):
@@ -74,7 +67,7 @@ class ProfileDialog(ComponentDialog):
             )
         )
         self.add_dialog(ChoicePrompt(_TRANSPORT_PROMPT))
-        self.add_dialog(TextPrompt(_NAME_PROMPT, _validate_name))
+        self.add_dialog(NamePrompt(_NAME_PROMPT))
         self.add_dialog(ConfirmPrompt(_WANTS_AGE_PROMPT, default_locale="en-us"))
         self.add_dialog(NumberPrompt(_AGE_PROMPT, _validate_age, default_locale="en-us"))
         self.add_dialog(AttachmentPrompt(_PICTURE_PROMPT, _validate_picture))
@@ -86,8 +79,8 @@ class ProfileDialog(ComponentDialog):
         return await step.prompt(
             _TRANSPORT_PROMPT,
             PromptOptions(
-                prompt=_text("How do you usually get around?"),
-                retry_prompt=_text(f"Please pick one of: {', '.join(TRANSPORT_CHOICES)}."),
+                prompt=question("How do you usually get around?"),
+                retry_prompt=question(f"Please pick one of: {', '.join(TRANSPORT_CHOICES)}."),
                 choices=[Choice(value) for value in TRANSPORT_CHOICES],
                 style=ListStyle.suggested_action,
             ),
@@ -96,25 +89,26 @@ class ProfileDialog(ComponentDialog):
     async def _ask_name(self, step: WaterfallStepContext) -> DialogTurnResult:
         found: FoundChoice = step.result
         step.values[_DRAFT]["transport"] = found.value
-        prompt = _text("What name should I store?")
+        prompt = question("What name should I store?")
         current = (await self._profile.get(step.context)).name
         if current:
-            prompt = MessageFactory.suggested_actions(
-                [CardAction(type=ActionTypes.im_back, title=current, value=current)],
-                f"What name should I store? (You can keep {current}.)",
-            )
+            prompt = question(f"What name should I store? (You can keep {current}.)", suggestions=(current,))
         return await step.prompt(
             _NAME_PROMPT,
             PromptOptions(
                 prompt=prompt,
-                retry_prompt=_text(f"A name needs 1 to {NAME_MAX_LENGTH} characters. What name should I store?"),
+                retry_prompt=question(f"A name needs 1 to {NAME_MAX_LENGTH} characters. What name should I store?"),
             ),
         )
 
     async def _ask_wants_age(self, step: WaterfallStepContext) -> DialogTurnResult:
         step.values[_DRAFT]["name"] = step.result.strip()
         return await step.prompt(
-            _WANTS_AGE_PROMPT, PromptOptions(prompt=_text("Would you like to tell me your age? (yes or no)"))
+            _WANTS_AGE_PROMPT,
+            PromptOptions(
+                prompt=question("Would you like to tell me your age? (yes or no)"),
+                retry_prompt=question("Please answer yes or no: would you like to tell me your age?"),
+            ),
         )
 
     async def _ask_age(self, step: WaterfallStepContext) -> DialogTurnResult:
@@ -123,8 +117,8 @@ class ProfileDialog(ComponentDialog):
         return await step.prompt(
             _AGE_PROMPT,
             PromptOptions(
-                prompt=_text("How old are you?"),
-                retry_prompt=_text(f"Please give your age as a whole number from {AGE_MIN} to {AGE_MAX}."),
+                prompt=question("How old are you?"),
+                retry_prompt=question(f"Please give your age as a whole number from {AGE_MIN} to {AGE_MAX}."),
             ),
         )
 
@@ -133,8 +127,8 @@ class ProfileDialog(ComponentDialog):
         return await step.prompt(
             _PICTURE_PROMPT,
             PromptOptions(
-                prompt=_text(f"Send me a profile picture (JPEG or PNG), or type {SKIP}."),
-                retry_prompt=_text(f"That wasn't a JPEG or PNG picture. Send one, or type {SKIP}."),
+                prompt=question(f"Send me a profile picture (JPEG or PNG), or type {SKIP}."),
+                retry_prompt=question(f"That wasn't a JPEG or PNG picture. Send one, or type {SKIP}."),
             ),
         )
 
@@ -142,15 +136,21 @@ class ProfileDialog(ComponentDialog):
         picture = _first_picture(step.result)
         step.values[_DRAFT]["picture"] = picture.to_dict() if picture else None
         draft = UserProfile.from_dict(step.values[_DRAFT])
-        await step.context.send_activity(_text("Here is what I've got:\n\n" + describe_profile(draft)))
-        return await step.prompt(_CONFIRM_PROMPT, PromptOptions(prompt=_text("Shall I save this profile? (yes or no)")))
+        await step.context.send_activity("Here is what I've got:\n\n" + describe_profile(draft))
+        return await step.prompt(
+            _CONFIRM_PROMPT,
+            PromptOptions(
+                prompt=question("Shall I save this profile? (yes or no)"),
+                retry_prompt=question("Please answer yes or no: shall I save this profile?"),
+            ),
+        )
 
     async def _finish(self, step: WaterfallStepContext) -> DialogTurnResult:
         if step.result:
             await self._profile.set(step.context, UserProfile.from_dict(step.values[_DRAFT]))
-            await step.context.send_activity(_text("Saved. Type 'show' to see your profile any time."))
+            await step.context.send_activity("Saved. Type 'show' to see your profile any time.")
         else:
-            await step.context.send_activity(_text("OK, I've discarded those answers; your profile is unchanged."))
+            await step.context.send_activity("OK, I've discarded those answers; your profile is unchanged.")
         return await step.end_dialog()
 
 
@@ -174,10 +174,6 @@ def _first_picture(attachments: list[Attachment] | None) -> Picture | None:
         if attachment.content_type in PICTURE_TYPES and attachment.content_url:
             return Picture(attachment.content_type, attachment.content_url, attachment.name)
     return None
-
-
-async def _validate_name(prompt: PromptValidatorContext) -> bool:
-    return prompt.recognized.succeeded and check_name(prompt.recognized.value) is None
 
 
 async def _validate_age(prompt: PromptValidatorContext) -> bool:

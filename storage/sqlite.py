@@ -222,8 +222,8 @@ class SqliteStorage(StateStorage):
         return f"sqlite at {self._path.resolve()}"
 
     async def _fetch_all(self, query: str, parameters: tuple[object, ...] | list[str]) -> list[sqlite3.Row]:
-        async with self._db.execute(query, parameters) as cursor:
-            return list(await cursor.fetchall())
+        # One call on aiosqlite's thread: the SELECT runs and finishes there, so no read snapshot stays open.
+        return list(await self._db.execute_fetchall(query, parameters))
 
     async def _row_count(self, query: str, parameters: tuple[object, ...]) -> int:
         async with self._db.execute(query, parameters) as cursor:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from botbuilder.schema import Activity
 
-from bots.state_bot import COMMANDS
+from bots.commands import COMMANDS
 from storage import MemoryStateStorage
 from tests.harness import BOT, BotHarness
 

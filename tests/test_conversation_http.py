@@ -9,7 +9,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from bots.state_bot import COMMANDS
+from bots.commands import COMMANDS
 from tests.channel import Conversation
 
 

@@ -1,0 +1,46 @@
+"""The ``name`` command: ask for the name to use from now on and store it in the profile."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from botbuilder.dialogs import ComponentDialog, DialogTurnResult, WaterfallDialog, WaterfallStepContext
+from botbuilder.dialogs.prompts import PromptOptions
+
+from data_models import UserProfile
+from data_models.accessors import ModelProperty
+
+from .names import NAME_MAX_LENGTH, NamePrompt
+from .questions import question
+
+# Stable ids: saved dialog stacks refer to them.
+NAME_DIALOG = "name"
+_STEPS = "name.steps"
+_NAME_PROMPT = "name.prompt"
+
+
+class NameDialog(ComponentDialog):
+    def __init__(self, profile: ModelProperty[UserProfile]) -> None:
+        super().__init__(NAME_DIALOG)
+        self._profile = profile
+        self.add_dialog(WaterfallDialog(_STEPS, [self._ask, self._store]))
+        self.add_dialog(NamePrompt(_NAME_PROMPT))
+        self.initial_dialog_id = _STEPS
+
+    async def _ask(self, step: WaterfallStepContext) -> DialogTurnResult:
+        current = (await self._profile.get(step.context)).name
+        ask = "What should I call you?"
+        return await step.prompt(
+            _NAME_PROMPT,
+            PromptOptions(
+                prompt=question(f"{ask} (Now: {current}.)" if current else ask),
+                retry_prompt=question(f"A name needs 1 to {NAME_MAX_LENGTH} characters. {ask}"),
+            ),
+        )
+
+    async def _store(self, step: WaterfallStepContext) -> DialogTurnResult:
+        name = step.result.strip()
+        profile = await self._profile.get(step.context)
+        await self._profile.set(step.context, replace(profile, name=name))
+        await step.context.send_activity(f"Thanks, {name}! I'll call you that from now on.")
+        return await step.end_dialog()
