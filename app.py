@@ -31,7 +31,7 @@ try:
     from bots.replies import ReplySender
     from bots.serving import guard_event_loop, server_options
     from config import ConfigError, Settings, settings_from_environment
-    from storage import StateStorage, StorageError, build_storage
+    from storage import ExpiryPolicy, StateStorage, StorageError, build_storage
 except ModuleNotFoundError as missing:
     # `python app.py` outside the virtual environment: one line that says what to do, not a traceback.
     if __name__ != "__main__":
@@ -46,6 +46,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CHATTY_LOGGERS = ("aiohttp", "aiosqlite", "azure", "urllib3", "msal", "msrest", "botbuilder", "botframework", "asyncio")
 MESSAGES_PATH = "/api/messages"
 READY_TIMEOUT_SECONDS = 3.0
+EXPIRY_BATCH = 100
+EXPIRY_INTERVAL_SECONDS = 300.0
 #: /readyz writes a small record under this prefix (never a channel's key: those start with the channel id).
 HEARTBEAT_PREFIX = "_heartbeat/"
 
@@ -96,7 +98,7 @@ BOT_FACTORY = web.AppKey("bot_factory", BotFactory)
 
 async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    storage = await build_storage(settings)
+    storage = await build_storage(settings, ExpiryPolicy(settings.conversation_ttl, settings.user_ttl))
     logger.info("state storage: %s", storage.describe())
     if storage.name == "memory":
         logger.warning("STORAGE=memory: every user's state is lost when the process stops; use it for tests only")
@@ -114,7 +116,12 @@ async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
                 retries=settings.turn_retries,
             )
             app[RUNTIME] = BotRuntime(storage=storage, bot=bot, adapter=adapter, authentication=authentication)
-            yield
+            cleanup = asyncio.create_task(_remove_expired_records(storage)) if storage.expiry_cleanup else None
+            try:
+                yield
+            finally:
+                if cleanup is not None:
+                    cleanup.cancel()
     finally:
         try:
             await asyncio.wait_for(storage.delete([heartbeat_key()]), READY_TIMEOUT_SECONDS)
@@ -123,6 +130,22 @@ async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
         restore_loop()
         await authentication.close()
         await storage.close()
+
+
+async def _remove_expired_records(storage: StateStorage) -> None:
+    """Delete expired records in small batches, now and every few minutes (sqlite and memory; Cosmos expires
+    items natively; on blob and table expired records only read as absent)."""
+    while True:
+        removed = 0
+        try:
+            while (batch := await storage.remove_expired(EXPIRY_BATCH)) > 0:
+                removed += batch
+                await asyncio.sleep(0.1)  # let turns through between batches
+        except StorageError as err:
+            logger.warning("removing expired records failed (tried again later): %s", err)
+        if removed:
+            logger.info("removed %d expired records", removed)
+        await asyncio.sleep(EXPIRY_INTERVAL_SECONDS)
 
 
 async def messages(request: web.Request) -> web.Response:

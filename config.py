@@ -10,7 +10,8 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -45,18 +46,18 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 3978
     app_id: str = ""
-    app_password: str = ""
+    app_password: str = field(default="", repr=False)  # secrets stay out of logs and tracebacks
     app_type: str = "MultiTenant"
     app_tenant_id: str = ""
     storage: str = "sqlite"
     sqlite_path: Path = Path(".state/bot.sqlite3")
     log_level: str = "INFO"
-    azure_storage_connection_string: str = ""
+    azure_storage_connection_string: str = field(default="", repr=False)
     azure_storage_account_url: str = ""
     blob_container: str = "bot-state"
     table_name: str = "BotState"
     cosmos_endpoint: str = ""
-    cosmos_key: str = ""
+    cosmos_key: str = field(default="", repr=False)
     cosmos_database: str = "bot-state"
     cosmos_container: str = "bot-state"
     web_concurrency: int = 2
@@ -68,6 +69,8 @@ class Settings:
     to_channel_from_bot_oauth_scope: str = PUBLIC_CLOUD["ToChannelFromBotOAuthScope"]
     max_body_bytes: int = 1024 * 1024
     request_timeout_seconds: float = 15.0
+    conversation_ttl: timedelta | None = timedelta(days=30)
+    user_ttl: timedelta | None = None
 
     @property
     def auth_enabled(self) -> bool:
@@ -77,27 +80,6 @@ class Settings:
     @property
     def log_level_number(self) -> int:
         return logging.getLevelNamesMapping()[self.log_level]
-
-    def __repr__(self) -> str:
-        # Keep the password out of logs and tracebacks.
-        shown = "***" if self.app_password else ""
-        return (
-            f"Settings(host={self.host!r}, port={self.port}, app_id={self.app_id!r}, app_password={shown!r}, "
-            f"app_type={self.app_type!r}, app_tenant_id={self.app_tenant_id!r}, storage={self.storage!r}, "
-            f"sqlite_path={str(self.sqlite_path)!r}, log_level={self.log_level!r}, "
-            f"azure_storage_connection_string={'***' if self.azure_storage_connection_string else ''!r}, "
-            f"azure_storage_account_url={self.azure_storage_account_url!r}, blob_container={self.blob_container!r}, "
-            f"table_name={self.table_name!r}, cosmos_endpoint={self.cosmos_endpoint!r}, "
-            f"cosmos_key={'***' if self.cosmos_key else ''!r}, cosmos_database={self.cosmos_database!r}, "
-            f"cosmos_container={self.cosmos_container!r}, web_concurrency={self.web_concurrency}, "
-            f"turn_retries={self.turn_retries}, "
-            f"to_bot_from_channel_token_issuer={self.to_bot_from_channel_token_issuer!r}, "
-            f"to_bot_from_channel_openid_metadata_url={self.to_bot_from_channel_openid_metadata_url!r}, "
-            f"to_bot_from_emulator_openid_metadata_url={self.to_bot_from_emulator_openid_metadata_url!r}, "
-            f"to_channel_from_bot_login_url={self.to_channel_from_bot_login_url!r}, "
-            f"to_channel_from_bot_oauth_scope={self.to_channel_from_bot_oauth_scope!r}, "
-            f"max_body_bytes={self.max_body_bytes}, request_timeout_seconds={self.request_timeout_seconds:g})"
-        )
 
 
 def _sqlite_path_problem(path: Path) -> str | None:
@@ -218,6 +200,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         if not 0.5 <= request_timeout_seconds <= 300:
             problems.append(f"REQUEST_TIMEOUT_SECONDS={timeout_text} is out of range (0.5-300)")
 
+    conversation_ttl = _duration(get, "CONVERSATION_TTL", defaults.conversation_ttl, problems)
+    user_ttl = _duration(get, "USER_TTL", defaults.user_ttl, problems)
+
     log_level = get("LOG_LEVEL", defaults.log_level).upper()
     if log_level not in LOG_LEVELS:
         problems.append(f"LOG_LEVEL={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -251,7 +236,27 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         to_channel_from_bot_oauth_scope=cloud["ToChannelFromBotOAuthScope"],
         max_body_bytes=max_body_bytes,
         request_timeout_seconds=request_timeout_seconds,
+        conversation_ttl=conversation_ttl,
+        user_ttl=user_ttl,
     )
+
+
+_DURATION = re.compile(r"(\d+)\s*([dhms])")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def _duration(
+    get: Callable[[str, str], str], name: str, default: timedelta | None, problems: list[str]
+) -> timedelta | None:
+    """A time to live such as ``30d``, ``12h``, ``90m`` or ``45s``; ``off`` for never."""
+    text = get(name, "off" if default is None else f"{int(default.total_seconds())}s").lower()
+    if text == "off":
+        return None
+    match = _DURATION.fullmatch(text)
+    if match is None or int(match.group(1)) == 0:
+        problems.append(f"{name}={text!r} is not a duration like 30d, 12h, 90m or 45s (or off)")
+        return default
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
 def url_problem(url: str) -> str | None:

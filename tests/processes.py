@@ -49,6 +49,8 @@ _NEUTRAL = dict.fromkeys(
         "COSMOS_CONTAINER",
         "WEB_CONCURRENCY",
         "TURN_RETRIES",
+        "CONVERSATION_TTL",
+        "USER_TTL",
         "ToBotFromChannelTokenIssuer",
         "ToBotFromChannelOpenIdMetadataUrl",
         "ToBotFromEmulatorOpenIdMetadataUrl",

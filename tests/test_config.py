@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,10 @@ def test_empty_values_mean_the_default() -> None:
     ("environ", "named"),
     [
         ({"PORT": "70000"}, "PORT=70000"),
+        ({"CONVERSATION_TTL": "soon"}, "CONVERSATION_TTL='soon'"),
+        ({"USER_TTL": "0d"}, "USER_TTL='0d'"),
+        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY=0"),
+        ({"TURN_RETRIES": "many"}, "TURN_RETRIES='many'"),
         ({"PORT": "-1"}, "PORT=-1"),
         ({"PORT": "eighty"}, "PORT='eighty'"),
         ({"STORAGE": "redis"}, "STORAGE='redis'"),
@@ -165,3 +170,13 @@ def test_cloud_settings_accept_https_and_local_http() -> None:
     assert settings.to_bot_from_channel_openid_metadata_url.startswith("https://login.botframework.azure.us/")
     assert settings.to_channel_from_bot_login_url.startswith("http://127.0.0.1:8080/")
     assert (settings.max_body_bytes, settings.request_timeout_seconds) == (65536, 2.5)
+
+
+def test_times_to_live_are_durations_or_off() -> None:
+    settings = load_settings({"CONVERSATION_TTL": "12h", "USER_TTL": "400d"})
+
+    assert settings.conversation_ttl == timedelta(hours=12)
+    assert settings.user_ttl == timedelta(days=400)
+    assert load_settings({}).conversation_ttl == timedelta(days=30)
+    assert load_settings({}).user_ttl is None
+    assert load_settings({"CONVERSATION_TTL": "off"}).conversation_ttl is None
