@@ -129,13 +129,16 @@ class SharedLock:
         self.key = key
         self.held = False
         self._storage = storage
-        self._owner = uuid.uuid4().hex
+        self._owner = ""  # chosen when first acquired: most turns never need the lock
         self._clock = clock
 
     def taken_by_another(self, record: dict[str, Any] | None) -> bool:
-        return record is not None and record.get("owner") != self._owner and not self._expired(record)
+        return (
+            record is not None and (record.get("owner") != self._owner or not self._owner) and not self._expired(record)
+        )
 
     async def acquire(self, wait_seconds: float = SHARED_LOCK_WAIT_SECONDS) -> None:
+        self._owner = self._owner or uuid.uuid4().hex
         deadline = time.monotonic() + wait_seconds
         pause = 0.002
         while True:
