@@ -8,6 +8,7 @@ them on 127.0.0.1 (an RSA key is made for the test run), and the cloud settings 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -135,7 +136,7 @@ def bearer(token: str) -> str:
 def stored_keys(path: Path) -> list[str]:
     if not path.exists():
         return []
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         return [row[0] for row in db.execute("SELECT key FROM bot_state")]
 
 

@@ -7,6 +7,7 @@ serviceUrl is on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import sqlite3
@@ -228,7 +229,7 @@ CASES: dict[str, tuple[Any, str | None, int, str]] = {
 
 
 def snapshot(path: Path, user_id: str, conversation_id: str) -> dict[str, str]:
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         rows = db.execute(
             "SELECT key, document FROM bot_state WHERE key IN (?, ?)",
             (f"emulator/users/{user_id}", f"emulator/conversations/{conversation_id}"),
