@@ -6,6 +6,7 @@ mapping and either returns a ``Settings`` or raises one ``ConfigError`` that lis
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -18,7 +19,6 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
-STORAGE_BACKENDS = ("sqlite", "memory", "blob", "table", "cosmos")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # The Bot Framework public cloud. Sovereign clouds (and tests) set these five by the names Bot Framework apps use
@@ -102,6 +102,88 @@ def _sqlite_path_problem(path: Path) -> str | None:
     return None
 
 
+# -- the settings each storage backend needs (one entry per backend: see also storage/__init__.py) ---------------
+
+
+def _sqlite_problems(*, sqlite_path: Path, **_: object) -> list[str]:
+    problem = _sqlite_path_problem(sqlite_path)
+    return [problem] if problem else []
+
+
+def _memory_problems(**_: object) -> list[str]:
+    return []
+
+
+def _azure_account_problems(storage: str, connection_string: str, account_url: str) -> list[str]:
+    if not connection_string and not account_url:
+        return [
+            f"STORAGE={storage} needs AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_URL "
+            "to sign in with a managed identity"
+        ]
+    if account_url and not account_url.startswith(("https://", "http://")):
+        return [f"AZURE_STORAGE_ACCOUNT_URL={account_url!r} must be an http(s) URL"]
+    return []
+
+
+def _blob_problems(
+    *, azure_storage_connection_string: str, azure_storage_account_url: str, blob_container: str, **_: object
+) -> list[str]:
+    problems = _azure_account_problems("blob", azure_storage_connection_string, azure_storage_account_url)
+    if not re.fullmatch(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", blob_container):
+        problems.append(
+            f"BLOB_CONTAINER={blob_container!r} is not a valid container name "
+            "(3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit)"
+        )
+    return problems
+
+
+def _table_problems(
+    *, azure_storage_connection_string: str, azure_storage_account_url: str, table_name: str, **_: object
+) -> list[str]:
+    problems = _azure_account_problems("table", azure_storage_connection_string, azure_storage_account_url)
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", table_name):
+        problems.append(f"TABLE_NAME={table_name!r} is not a valid table name (3-63 letters or digits, first a letter)")
+    return problems
+
+
+def _cosmos_problems(*, cosmos_endpoint: str, cosmos_database: str, cosmos_container: str, **_: object) -> list[str]:
+    problems = []
+    if not cosmos_endpoint:
+        problems.append("STORAGE=cosmos needs COSMOS_ENDPOINT (and COSMOS_KEY, or a managed identity)")
+    elif not cosmos_endpoint.startswith("https://"):
+        problems.append(f"COSMOS_ENDPOINT={cosmos_endpoint!r} must be an https:// URL")
+    for name, value in (("COSMOS_DATABASE", cosmos_database), ("COSMOS_CONTAINER", cosmos_container)):
+        if not 1 <= len(value) <= 255 or any(char in value for char in "/\\?#"):
+            problems.append(f"{name}={value!r} must be 1-255 characters without / \\ ? #")
+    return problems
+
+
+#: Every STORAGE value and the check of the settings it needs. storage/__init__.py opens each one; a test
+#: (tests/test_config.py) keeps the two lists, and the contract suite's, in step.
+STORAGE_CHECKS: dict[str, Callable[..., list[str]]] = {
+    "sqlite": _sqlite_problems,
+    "memory": _memory_problems,
+    "blob": _blob_problems,
+    "table": _table_problems,
+    "cosmos": _cosmos_problems,
+}
+STORAGE_BACKENDS = tuple(STORAGE_CHECKS)
+
+
+def setting_names() -> frozenset[str]:
+    """Every environment variable ``load_settings`` reads (for tests, templates and documentation checks)."""
+    asked: set[str] = set()
+
+    class Recording(dict[str, str]):
+        def get(self, name: str, default: object = None) -> object:
+            asked.add(name)
+            return super().get(name, default)
+
+    with contextlib.suppress(ConfigError):
+        load_settings(Recording())
+    return frozenset(asked)
+
+
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build ``Settings`` from variables, raising ``ConfigError`` that lists every invalid one."""
     problems: list[str] = []
@@ -138,15 +220,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         problems.append(f"MicrosoftAppTenantId is required when MicrosoftAppType={app_type}")
 
     storage = get("STORAGE", defaults.storage).lower()
-    if storage not in STORAGE_BACKENDS:
+    if storage not in STORAGE_CHECKS:
         problems.append(f"STORAGE={storage!r} is not one of {', '.join(STORAGE_BACKENDS)}")
 
     sqlite_path = Path(get("SQLITE_PATH", str(defaults.sqlite_path))).expanduser()
-    if storage == "sqlite":
-        problem = _sqlite_path_problem(sqlite_path)
-        if problem:
-            problems.append(problem)
-
     azure_connection_string = get("AZURE_STORAGE_CONNECTION_STRING", "")
     azure_account_url = get("AZURE_STORAGE_ACCOUNT_URL", "")
     blob_container = get("BLOB_CONTAINER", defaults.blob_container)
@@ -155,29 +232,20 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     cosmos_key = get("COSMOS_KEY", "")
     cosmos_database = get("COSMOS_DATABASE", defaults.cosmos_database)
     cosmos_container = get("COSMOS_CONTAINER", defaults.cosmos_container)
-    if storage in ("blob", "table"):
-        if not azure_connection_string and not azure_account_url:
-            problems.append(
-                f"STORAGE={storage} needs AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_URL "
-                "to sign in with a managed identity"
+    check_storage = STORAGE_CHECKS.get(storage)
+    if check_storage is not None:
+        problems.extend(
+            check_storage(
+                sqlite_path=sqlite_path,
+                azure_storage_connection_string=azure_connection_string,
+                azure_storage_account_url=azure_account_url,
+                blob_container=blob_container,
+                table_name=table_name,
+                cosmos_endpoint=cosmos_endpoint,
+                cosmos_database=cosmos_database,
+                cosmos_container=cosmos_container,
             )
-        elif azure_account_url and not azure_account_url.startswith(("https://", "http://")):
-            problems.append(f"AZURE_STORAGE_ACCOUNT_URL={azure_account_url!r} must be an http(s) URL")
-    if storage == "blob" and not re.fullmatch(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", blob_container):
-        problems.append(
-            f"BLOB_CONTAINER={blob_container!r} is not a valid container name "
-            "(3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit)"
         )
-    if storage == "table" and not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", table_name):
-        problems.append(f"TABLE_NAME={table_name!r} is not a valid table name (3-63 letters or digits, first a letter)")
-    if storage == "cosmos":
-        if not cosmos_endpoint:
-            problems.append("STORAGE=cosmos needs COSMOS_ENDPOINT (and COSMOS_KEY, or a managed identity)")
-        elif not cosmos_endpoint.startswith("https://"):
-            problems.append(f"COSMOS_ENDPOINT={cosmos_endpoint!r} must be an https:// URL")
-        for name, value in (("COSMOS_DATABASE", cosmos_database), ("COSMOS_CONTAINER", cosmos_container)):
-            if not 1 <= len(value) <= 255 or any(char in value for char in "/\\?#"):
-                problems.append(f"{name}={value!r} must be 1-255 characters without / \\ ? #")
 
     web_concurrency = _whole_number(get, "WEB_CONCURRENCY", defaults.web_concurrency, 1, 64, problems)
     turn_retries = _whole_number(get, "TURN_RETRIES", defaults.turn_retries, 1, 10, problems)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from config import load_settings
+from config import load_settings, setting_names
 
 ROOT = Path(__file__).resolve().parents[1]
 URL_LINE = re.compile(r"Emulator URL: (http://\S+)")
@@ -28,39 +28,7 @@ def free_port() -> int:
 
 
 # Every setting is passed explicitly (empty means "default"), so a developer's .env or shell cannot leak in.
-_NEUTRAL = dict.fromkeys(
-    (
-        "HOST",
-        "PORT",
-        "STORAGE",
-        "SQLITE_PATH",
-        "LOG_LEVEL",
-        "MicrosoftAppId",
-        "MicrosoftAppPassword",
-        "MicrosoftAppType",
-        "MicrosoftAppTenantId",
-        "AZURE_STORAGE_CONNECTION_STRING",
-        "AZURE_STORAGE_ACCOUNT_URL",
-        "BLOB_CONTAINER",
-        "TABLE_NAME",
-        "COSMOS_ENDPOINT",
-        "COSMOS_KEY",
-        "COSMOS_DATABASE",
-        "COSMOS_CONTAINER",
-        "WEB_CONCURRENCY",
-        "TURN_RETRIES",
-        "CONVERSATION_TTL",
-        "USER_TTL",
-        "ToBotFromChannelTokenIssuer",
-        "ToBotFromChannelOpenIdMetadataUrl",
-        "ToBotFromEmulatorOpenIdMetadataUrl",
-        "ToChannelFromBotLoginUrl",
-        "ToChannelFromBotOAuthScope",
-        "MAX_BODY_BYTES",
-        "REQUEST_TIMEOUT_SECONDS",
-    ),
-    "",
-)
+_NEUTRAL = dict.fromkeys(setting_names(), "")
 
 
 def bot_environment(**settings: str) -> dict[str, str]:

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, Settings, load_settings, settings_from_environment
+from config import STORAGE_CHECKS, ConfigError, Settings, load_settings, setting_names, settings_from_environment
+from storage import OPENERS
+from tests.backends import BACKENDS
+from tests.processes import ROOT
 
 
 def test_defaults_are_local_and_sqlite() -> None:
@@ -180,3 +183,16 @@ def test_times_to_live_are_durations_or_off() -> None:
     assert load_settings({}).conversation_ttl == timedelta(days=30)
     assert load_settings({}).user_ttl is None
     assert load_settings({"CONVERSATION_TTL": "off"}).conversation_ttl is None
+
+
+def test_every_storage_backend_is_checked_opened_and_in_the_contract_suite() -> None:
+    """Adding a backend: an entry in config.STORAGE_CHECKS, storage.OPENERS and tests/backends.BACKENDS."""
+    assert set(STORAGE_CHECKS) == set(OPENERS)
+    assert set(STORAGE_CHECKS) <= set(BACKENDS)
+
+
+def test_the_example_env_file_names_every_setting() -> None:
+    example = (ROOT / ".env.example").read_text()
+    named = {line.split("=", 1)[0].lstrip("# ") for line in example.splitlines() if "=" in line}
+
+    assert setting_names() <= named
