@@ -82,14 +82,14 @@ def _escape(text: str, reserved: frozenset[str]) -> str:
     return "".join(_escape_char(char) if char in reserved else char for char in text)
 
 
-def _units(text: str) -> int:
-    """Length in UTF-16 code units."""
+def utf16_units(text: str) -> int:
+    """Length in UTF-16 code units (what Azure services count)."""
     return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
 
 
 def _fit(key: str, escaped: str, max_units: int) -> str:
     """``escaped`` if it fits in ``max_units``, else a prefix of it plus ``*h`` and the sha256 of ``key``."""
-    if _units(escaped) <= max_units:
+    if utf16_units(escaped) <= max_units:
         return escaped
     suffix = HASH_MARKER + hashlib.sha256(key.encode("utf-8")).hexdigest()
     budget = max_units - len(suffix)

@@ -61,7 +61,7 @@ from .base import (
     StorageError,
     StoredRecord,
 )
-from .keys import ESCAPE_CHAR, escape_table_key
+from .keys import ESCAPE_CHAR, escape_table_key, utf16_units
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -78,10 +78,6 @@ MAX_PROPERTY_UNITS = 32 * 1024
 MAX_ENTITY_BYTES = 1024 * 1024
 #: A PartitionKey no escaped key can have ("*p" is not an escape), read by ``ping``.
 PING_PARTITION_KEY = ESCAPE_CHAR + "ping"
-
-
-def _units(text: str) -> int:
-    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
 
 
 def split_document(document: str, max_units: int = MAX_PROPERTY_UNITS) -> list[str]:
@@ -105,9 +101,9 @@ def entity_size(entity: dict[str, str]) -> int:
     size = 4
     for name, value in entity.items():
         if name in ("PartitionKey", "RowKey"):
-            size += 2 * _units(value)
+            size += 2 * utf16_units(value)
         else:
-            size += 8 + 2 * len(name) + 4 + 2 * _units(value)
+            size += 8 + 2 * len(name) + 4 + 2 * utf16_units(value)
     return size
 
 
@@ -233,7 +229,7 @@ class TableStorage(StateStorage):
     def _entity(self, key: str, document: str) -> dict[str, str]:
         """The entity for ``key``; ``RecordTooLargeError`` if the service would refuse it."""
         entity = {"PartitionKey": self._partition_key(key), "RowKey": ROW_KEY, REAL_KEY: key}
-        if _units(key) > MAX_PROPERTY_UNITS:
+        if utf16_units(key) > MAX_PROPERTY_UNITS:
             raise RecordTooLargeError(f"table: the key {key[:80]!r}... is longer than a table property can hold")
         for index, piece in enumerate(split_document(document)):
             entity[f"{DOCUMENT_PREFIX}{index}"] = piece

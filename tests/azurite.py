@@ -125,14 +125,6 @@ class Azurite:
         return connection_string(self.blob_port, self.table_port)
 
     @property
-    def blob_url(self) -> str:
-        return f"http://127.0.0.1:{self.blob_port}/{ACCOUNT_NAME}"
-
-    @property
-    def table_url(self) -> str:
-        return f"http://127.0.0.1:{self.table_port}/{ACCOUNT_NAME}"
-
-    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
