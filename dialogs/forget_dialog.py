@@ -11,6 +11,7 @@ from botbuilder.dialogs.prompts import ConfirmPrompt, PromptOptions
 from .questions import question
 
 FORGET_DIALOG = "forget"
+# A changed list of steps needs a new id here, the old waterfall kept until it drains (see dialogs/__init__.py).
 _STEPS = "forget.steps"
 _CONFIRM_PROMPT = "forget.confirm"
 
