@@ -245,10 +245,25 @@ def startup_settings() -> Settings | None:
     return settings
 
 
-def serve(app: Awaitable[web.Application], settings: Settings, sock: socket.socket) -> int:
-    """Serve ``app`` on ``sock`` until SIGINT/SIGTERM; the exit code (2: the storage could not be opened)."""
+def serve(
+    app: Awaitable[web.Application], settings: Settings, sock: socket.socket, announce: Callable[[], None]
+) -> int:
+    """Serve ``app`` on ``sock`` until SIGINT/SIGTERM; the exit code (2: the storage could not be opened).
+
+    ``announce`` logs where to connect, once the storage is open (never before a start-up that then fails).
+    """
+
+    async def announced() -> web.Application:
+        application = await app
+
+        async def on_startup(_: web.Application) -> None:
+            announce()
+
+        application.on_startup.append(on_startup)  # after the storage context, which was registered first
+        return application
+
     try:
-        web.run_app(app, sock=sock, print=None, access_log=None, **server_options(settings))
+        web.run_app(announced(), sock=sock, print=None, access_log=None, **server_options(settings))
     except StorageError as err:
         logger.error("cannot start: %s", err)
         return 2
@@ -266,10 +281,13 @@ def main() -> int:
         return 2
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
-    logger.info("bot listening; Emulator URL: http://%s:%s%s", shown_host, port, MESSAGES_PATH)
-    if not settings.auth_enabled:
-        logger.info("MicrosoftAppId is empty: leave App ID and password empty in the Emulator")
-    return serve(create_app(settings), settings, sock)
+
+    def announce() -> None:
+        logger.info("bot listening; Emulator URL: http://%s:%s%s", shown_host, port, MESSAGES_PATH)
+        if not settings.auth_enabled:
+            logger.info("MicrosoftAppId is empty: leave App ID and password empty in the Emulator")
+
+    return serve(create_app(settings), settings, sock, announce)
 
 
 if __name__ == "__main__":

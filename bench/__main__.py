@@ -66,6 +66,7 @@ TARGETS = [
     TargetSpec("cosmos", "this bot, cosmos (cosmosdb-server)", "cosmos"),
     TargetSpec("sqlite-w1", "this bot, sqlite, gunicorn 1 worker", "gunicorn-1"),
     TargetSpec("sqlite-w2", "this bot, sqlite, gunicorn 2 workers", "gunicorn-2"),
+    TargetSpec("sqlite-w4", "this bot, sqlite, gunicorn 4 workers", "gunicorn-4"),
     TargetSpec("hot-w1", "hot conversation, sqlite, 1 worker", "gunicorn-1", hot=True),
     TargetSpec("hot-w2", "hot conversation, sqlite, 2 workers", "gunicorn-2", hot=True),
     TargetSpec("hot-w4", "hot conversation, sqlite, 4 workers", "gunicorn-4", hot=True),

@@ -30,7 +30,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,13 +130,16 @@ class SharedLock:
         self.key = key
         self.held = False
         self._storage = storage
-        self._owner = uuid.uuid4().hex
+        self._owner = ""  # chosen when first acquired: most turns never need the lock
         self._clock = clock
 
     def taken_by_another(self, record: dict[str, Any] | None) -> bool:
-        return record is not None and record.get("owner") != self._owner and not self._expired(record)
+        return (
+            record is not None and (record.get("owner") != self._owner or not self._owner) and not self._expired(record)
+        )
 
     async def acquire(self, wait_seconds: float = SHARED_LOCK_WAIT_SECONDS) -> None:
+        self._owner = self._owner or uuid.uuid4().hex
         deadline = time.monotonic() + wait_seconds
         pause = 0.002
         while True:
@@ -190,6 +193,7 @@ class TurnStates:
         """Put every state in the turn's cache; return the records of ``extra_keys`` that exist."""
         keys = self.keys(turn_context)
         records = await self.storage.read([*keys, *extra_keys])
+        logger.debug("loaded %d of %d records: %s", len(records), len(keys) + len(extra_keys), _shown(records))
         for state, key in zip(self.states, keys, strict=True):
             turn_context.turn_state[_cache_key(state)] = _CachedState(records.get(key) or {})
         return {key: records[key] for key in extra_keys if key in records}
@@ -212,6 +216,7 @@ class TurnStates:
             cached_states.append(cached)
         if changes:
             await self.storage.write(changes)
+            logger.debug("saved %s", _shown(changes))
             for cached in cached_states:
                 cached.hash = cached.compute_hash(cached.state)
         if erased:
@@ -250,6 +255,10 @@ class TurnConversationState(_LoadedByThePipeline, ConversationState):
 
 class TurnPrivateConversationState(_LoadedByThePipeline, PrivateConversationState):
     """PrivateConversationState: one record per member of a conversation."""
+
+
+def _shown(keys: Iterable[str]) -> str:
+    return ", ".join(short_id(key) for key in keys) or "none"
 
 
 def erase(turn_context: TurnContext, state: BotState) -> None:

@@ -96,6 +96,9 @@ def main() -> int:
         logger.error("cannot start: %s:%s cannot be bound: %s", LOOPBACK, settings.port, err)
         return 2
     origin = f"http://{LOOPBACK}:{sock.getsockname()[1]}"
-    logger.info("Emulator URL: %s%s", origin, MESSAGES_PATH)
-    logger.info("chat in your browser: %s%s", origin, PAGE_PATH)
-    return serve(create_chat_app(settings, DirectLine(origin)), settings, sock)
+
+    def announce() -> None:
+        logger.info("Emulator URL: %s%s", origin, MESSAGES_PATH)
+        logger.info("chat in your browser: %s%s", origin, PAGE_PATH)
+
+    return serve(create_chat_app(settings, DirectLine(origin)), settings, sock, announce)

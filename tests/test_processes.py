@@ -107,6 +107,7 @@ def test_a_corrupt_database_stops_start_up_naming_the_file_and_is_not_touched(tm
 
     assert result.returncode == 2
     assert str(database) in result.stderr
+    assert "bot listening" not in result.stderr  # never announced before a start-up that then fails
     assert "Traceback" not in result.stderr
     assert database.read_bytes() == garbage
 

@@ -1,0 +1,65 @@
+"""The places where our code leans on botbuilder's internals, pinned so that an SDK upgrade fails here first.
+
+bots/pipeline.py fills BotState's per-turn cache itself (one storage read for every state) and detects changes
+with its own CachedBotState subclass; storage/codec.py encodes the dialog objects the SDK keeps in state. Both
+were written for botbuilder 4.17.1 and msrest 0.7.1. If one of these tests fails after an upgrade, re-read the
+SDK code it names before changing the test.
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import version
+
+from botbuilder.core import BotState, ConversationState, PrivateConversationState, TurnContext, UserState
+from botbuilder.core.bot_state import CachedBotState
+from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
+
+from bots.pipeline import TurnConversationState, TurnPrivateConversationState, TurnUserState, _cache_key
+from storage import MemoryStateStorage
+
+WRITTEN_FOR = {"botbuilder-core": "4.17.1", "botbuilder-dialogs": "4.17.1", "msrest": "0.7.1"}
+
+
+def test_the_sdk_is_the_version_our_edges_were_written_for() -> None:
+    assert {name: version(name) for name in WRITTEN_FOR} == WRITTEN_FOR
+
+
+def test_bot_state_keeps_its_turn_cache_where_the_pipeline_puts_it() -> None:
+    """``BotState.get_cached_state`` must read the key the pipeline writes (``_context_service_key``)."""
+    storage = MemoryStateStorage()
+    context = TurnContext(
+        object(),  # no adapter is needed to hold turn state
+        Activity(
+            channel_id="test",
+            conversation=ConversationAccount(id="c"),
+            from_property=ChannelAccount(id="u"),
+        ),
+    )
+    for state in (TurnUserState(storage), TurnConversationState(storage), TurnPrivateConversationState(storage)):
+        cached = CachedBotState({"x": 1})
+        context.turn_state[_cache_key(state)] = cached
+        assert state.get_cached_state(context) is cached
+
+
+def test_the_sdk_load_still_rereads_an_empty_cached_record() -> None:
+    """Why ``_LoadedByThePipeline`` exists: if the SDK stops re-reading empty records, the override can go."""
+    source = inspect.getsource(BotState.load)
+    assert "not cached_state.state" in source
+
+
+def test_cached_bot_state_still_decides_changes_by_its_hash() -> None:
+    assert isinstance(inspect.getattr_static(CachedBotState, "is_changed"), property)
+    assert "compute_hash" in inspect.getsource(CachedBotState.is_changed.fget)
+
+
+def test_the_three_states_keep_their_storage_keys() -> None:
+    """Stored records are found by these keys: a change would orphan every saved user and conversation."""
+    context = TurnContext(
+        object(),
+        Activity(channel_id="ch", conversation=ConversationAccount(id="c"), from_property=ChannelAccount(id="u")),
+    )
+    storage = MemoryStateStorage()
+    assert UserState(storage).get_storage_key(context) == "ch/users/u"
+    assert ConversationState(storage).get_storage_key(context) == "ch/conversations/c"
+    assert PrivateConversationState(storage).get_storage_key(context) == "ch/conversations/c/users/u/"
