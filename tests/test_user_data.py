@@ -9,10 +9,14 @@ from __future__ import annotations
 import base64
 import json
 
+import aiohttp
 from botbuilder.schema import Activity, Attachment
 
 from bots.commands import EXPORT_FILE_NAME
-from storage import MemoryStateStorage, StateStorage
+from bots.state_bot import NEWER_RECORD_TEXT
+from config import Settings
+from storage import MemoryStateStorage, SqliteStorage, StateStorage
+from tests.channel import Conversation, FakeChannel
 from tests.harness import BotHarness
 from tests.scan import scan
 
@@ -136,3 +140,48 @@ async def test_a_conversation_joins_the_index_once_the_user_gives_something_ther
         "conv-2",
         "conv-1",
     ]
+
+
+# --- the same through the real app over HTTP (sqlite, the turn pipeline) ---------------------------------------
+
+
+async def test_over_http_forget_ends_a_dialog_in_another_conversation_and_export_arrives_as_a_file(
+    http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel
+) -> None:
+    here = Conversation(http, bot_url, channel, expect_replies=True)
+    there = Conversation(http, bot_url, channel, user_id=here.user_id)
+    await here.say("hi")
+    await here.say(SECRET_NAME)
+    for text in ("profile", "Car", DRAFT_NAME, "no", "skip"):
+        await there.say(text)
+
+    exported = await here.say("export")
+    [attachment] = exported.activities[0]["attachments"]
+    data = json.loads(base64.b64decode(attachment["contentUrl"].split(",", 1)[1]))
+    assert [item["id"] for item in data["conversations"]] == [here.conversation_id, there.conversation_id]
+    assert DRAFT_NAME in json.dumps(data["conversations"][1])
+
+    await here.say("forget")
+    assert "your profile and your state in 2 conversations" in (await here.say("yes")).text
+    after = (await there.say("yes")).text
+    assert "Saved" not in after
+    assert "don't know you yet" in after
+
+
+async def test_over_http_a_newer_user_record_is_left_intact(
+    http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel, settings: Settings
+) -> None:
+    user = Conversation(http, bot_url, channel)
+    key = f"{user.channel_id}/users/{user.user_id}"
+    record = {"UserProfile": {"schema_version": 2, "name": "Ada", "nickname": "Countess"}}
+    store = await SqliteStorage.open(settings.sqlite_path)
+    try:
+        await store.write({key: dict(record)})
+
+        reply = await user.say("hello")
+
+        assert reply.text == NEWER_RECORD_TEXT
+        stored = (await store.read([key]))[key]
+        assert {name: value for name, value in stored.items() if name != "e_tag"} == record
+    finally:
+        await store.close()
