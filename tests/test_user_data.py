@@ -15,6 +15,8 @@ from botbuilder.schema import Activity, Attachment
 from bots.commands import EXPORT_FILE_NAME
 from bots.state_bot import NEWER_RECORD_TEXT
 from config import Settings
+from data_models import ConversationIndex, KnownConversation
+from data_models.conversation_index import MAX_CONVERSATIONS
 from storage import MemoryStateStorage, SqliteStorage, StateStorage
 from tests.channel import Conversation, FakeChannel
 from tests.harness import BotHarness
@@ -185,3 +187,13 @@ async def test_over_http_a_newer_user_record_is_left_intact(
         assert {name: value for name, value in stored.items() if name != "e_tag"} == record
     finally:
         await store.close()
+
+
+def test_the_index_is_bounded_and_keeps_the_most_recent_conversations() -> None:
+    index = ConversationIndex()
+    for number in range(MAX_CONVERSATIONS + 5):
+        index = index.with_conversation(KnownConversation(f"conv-{number}", group=number % 2 == 1))
+
+    assert len(index.conversations) == MAX_CONVERSATIONS
+    assert index.conversations[0] == KnownConversation("conv-5", group=True)
+    assert ConversationIndex.from_dict(json.loads(json.dumps(index.to_dict()))) == index
