@@ -15,18 +15,27 @@ welcome and the mid-question behaviour follow from the entry.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from botbuilder.core import MessageFactory, TurnContext
 from botbuilder.dialogs import DialogContext
+from botbuilder.schema import Attachment
 
 from data_models import MemberData, UserProfile
 from data_models.accessors import ModelProperty
 from dialogs import FORGET_DIALOG, NAME_DIALOG, PROFILE_DIALOG, describe_profile, picture_attachment, question
 
+if TYPE_CHECKING:
+    from .user_data import UserData
+
 ASK_NAME = "What's your name?"
+EXPORT_FILE_NAME = "my-data.json"
+EXPORT_TEXT = "Here is everything I have stored about you, as a file."
 NAME_QUESTION = "the question about your name"
 # What each dialog is waiting for, as the bot names it when a command interrupts it.
 PENDING_DIALOGS = {
@@ -43,6 +52,7 @@ class CommandTurn:
     dialogs: DialogContext
     profile: ModelProperty[UserProfile]
     member: ModelProperty[MemberData]
+    user_data: UserData
 
     @property
     def context(self) -> TurnContext:
@@ -121,6 +131,19 @@ async def _cancel(turn: CommandTurn) -> None:
     await turn.context.send_activity("There is nothing to cancel.")
 
 
+async def _export(turn: CommandTurn) -> None:
+    exported = await turn.user_data.export(turn.context)
+    encoded = base64.b64encode(json.dumps(exported, indent=2, ensure_ascii=False).encode()).decode("ascii")
+    attachment = Attachment(
+        content_type="application/json",
+        content_url=f"data:application/json;base64,{encoded}",
+        name=EXPORT_FILE_NAME,
+    )
+    conversations = len(exported["conversations"])
+    text = f"{EXPORT_TEXT} It lists {conversations} conversation{'' if conversations == 1 else 's'}."
+    await turn.context.send_activity(MessageFactory.attachment(attachment, text))
+
+
 async def _forget(turn: CommandTurn) -> None:
     await turn.dialogs.begin_dialog(FORGET_DIALOG)
 
@@ -133,6 +156,7 @@ COMMANDS: dict[str, Command] = {
         Command("name", "change the name I call you", _name, InDialog.INTERRUPT),
         Command("show", "show what I have stored about you", _show, InDialog.ANSWER),
         Command("cancel", "stop the question we are in the middle of", _cancel, InDialog.CANCEL),
+        Command("export", "send you everything I have stored about you, as a file", _export, InDialog.ANSWER),
         Command("forget", "delete everything I know about you", _forget, InDialog.INTERRUPT),
     )
 }

@@ -37,7 +37,7 @@ from typing import Any
 
 from botbuilder.core import BotState, ConversationState, PrivateConversationState, TurnContext, UserState
 from botbuilder.core.bot_state import CachedBotState
-from botbuilder.schema import Activity, ActivityTypes
+from botbuilder.schema import Activity, ActivityTypes, ConversationAccount
 from botframework.connector import Channels
 
 from storage import CorruptRecordError, ETagConflictError, StateStorage, StorageError, codec
@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 BUFFER_KEY = "state_bot.buffered_replies"
 INVOKE_RESPONSE_KEY = "state_bot.invoke_response"
 ERASE_KEY = "state_bot.erase"
+HOLD_KEY = "state_bot.hold"
 NOTICES_KEY = "state_bot.notices"
 
 DEFAULT_RETRIES = 3
@@ -198,7 +199,12 @@ class TurnStates:
         return {key: records[key] for key in extra_keys if key in records}
 
     async def save(self, turn_context: TurnContext) -> None:
-        """Write every changed state in one call (e_tag-checked), then delete what was erased."""
+        """Write every changed state in one call (e_tag-checked), then delete what was erased.
+
+        A turn marked with :func:`hold` saves and deletes nothing.
+        """
+        if turn_context.turn_state.get(HOLD_KEY):
+            return
         erased: set[str] = turn_context.turn_state.get(ERASE_KEY, set())
         changes: dict[str, dict[str, Any]] = {}
         cached_states: list[CachedBotState] = []
@@ -258,7 +264,47 @@ def _shown(keys: Iterable[str]) -> str:
 def erase(turn_context: TurnContext, state: BotState) -> None:
     """Empty ``state`` for the rest of the turn and delete its record when the turn is saved."""
     turn_context.turn_state[_cache_key(state)] = _CachedState({})
-    turn_context.turn_state.setdefault(ERASE_KEY, set()).add(state.get_storage_key(turn_context))
+    erase_keys(turn_context, [state.get_storage_key(turn_context)])
+
+
+def erase_keys(turn_context: TurnContext, keys: Sequence[str]) -> None:
+    """Delete the records of ``keys`` once the turn's write has succeeded (then compact the store).
+
+    For records outside the turn's own states (another conversation's, say): nothing is deleted if the turn
+    fails or is retried, and a retried turn decides afresh.
+    """
+    turn_context.turn_state.setdefault(ERASE_KEY, set()).update(keys)
+
+
+def erased(turn_context: TurnContext, state: BotState) -> bool:
+    """Whether ``state``'s record is to be deleted at the end of this turn."""
+    return state.get_storage_key(turn_context) in turn_context.turn_state.get(ERASE_KEY, set())
+
+
+def hold(turn_context: TurnContext) -> None:
+    """Save nothing of this turn: no state is written and nothing erased (the replies still go out)."""
+    turn_context.turn_state[HOLD_KEY] = True
+
+
+def storage_key_in(state: BotState, turn_context: TurnContext, conversation_id: str, *, group: bool = False) -> str:
+    """The key ``state`` would use for this turn's user and channel in another conversation.
+
+    Asks the state itself (``get_storage_key``) with the activity moved to that conversation, so the key is
+    exactly the one the SDK's state builds when the user speaks there.
+    """
+    activity = Activity(
+        channel_id=turn_context.activity.channel_id,
+        from_property=turn_context.activity.from_property,
+        recipient=turn_context.activity.recipient,
+        conversation=ConversationAccount(id=conversation_id, is_group=group or None),
+    )
+    return state.get_storage_key(TurnContext(turn_context.adapter, activity))
+
+
+def cached_record(turn_context: TurnContext, state: BotState) -> dict[str, Any]:
+    """The record of ``state`` as this turn holds it (loaded by the pipeline, with the turn's changes)."""
+    cached = turn_context.turn_state.get(_cache_key(state))
+    return cached.state if cached is not None and isinstance(cached.state, dict) else {}
 
 
 def _cache_key(state: BotState) -> str:

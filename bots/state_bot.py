@@ -10,6 +10,10 @@ Whose state is whose:
 * ``PrivateConversationState`` (per conversation *and* user): the dialog in progress and whether the bot is
   waiting for this member's name. In a group, one member's answers never land in another member's dialog, and
   one member cannot confirm another's ``forget``.
+
+What is kept about a user across conversations (the index that ``forget`` and ``export`` use) is
+``bots.user_data``'s business. A turn whose records were written by a newer version of the bot is refused with
+an apology and saves nothing, so such a record is never rewritten down (see README, "Schema versions").
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from botbuilder.core import (
     UserState,
 )
 from botbuilder.dialogs import DialogSet
-from botbuilder.schema import ChannelAccount
+from botbuilder.schema import ActivityTypes, ChannelAccount
 
 from data_models import ConversationData, MemberData, UserProfile
 from data_models.accessors import (
@@ -41,9 +45,15 @@ from dialogs import GREET_BACK, ForgetDialog, NameDialog, ProfileDialog, check_n
 from storage import StateStorage
 
 from .commands import ASK_NAME, HELP_TEXT, CommandTurn, command_of, run_command
-from .pipeline import TurnConversationState, TurnPrivateConversationState, TurnStates, TurnUserState, erase
+from .pipeline import TurnConversationState, TurnPrivateConversationState, TurnStates, TurnUserState, hold
+from .user_data import Forgotten, RecordReader, UserData
 
 logger = logging.getLogger(__name__)
+
+NEWER_RECORD_TEXT = (
+    "Sorry, what I have stored for you here was written by a newer version of me, and this version cannot "
+    "safely change it. I've left it exactly as it was; please try again a little later."
+)
 
 
 def received_at(activity_timestamp: datetime | None, local_timestamp: datetime | None) -> datetime:
@@ -65,13 +75,16 @@ class StateBot(ActivityHandler):
         conversation_state: ConversationState,
         user_state: UserState,
         private_state: PrivateConversationState,
+        read_records: RecordReader,
     ) -> None:
+        """``read_records`` reads other conversations' records of the user (for ``export``; never for writing)."""
         self._conversation_state = conversation_state
         self._user_state = user_state
         self._private_state = private_state
         self._profile = ModelProperty(user_state, USER_PROFILE_PROPERTY, UserProfile)
         self._conversation = ModelProperty(conversation_state, CONVERSATION_DATA_PROPERTY, ConversationData)
         self._member = ModelProperty(private_state, MEMBER_DATA_PROPERTY, MemberData)
+        self._user_data = UserData(user_state, conversation_state, private_state, self._profile, read_records)
         self._dialogs = DialogSet(private_state.create_property(DIALOG_STATE_PROPERTY))
         self._dialogs.add(ProfileDialog(self._profile))
         self._dialogs.add(ForgetDialog(self._erase_user))
@@ -86,6 +99,18 @@ class StateBot(ActivityHandler):
         conversation are serialised by the pipeline's locks, so the conversation's records rarely conflict.
         """
         return (self._user_state, self._private_state, self._conversation_state)
+
+    async def on_turn(self, turn_context: TurnContext) -> None:
+        """The turn, refused when a record is newer than this code; then the conversation goes in the index."""
+        newer = self._user_data.newer_than_code(turn_context)
+        if newer:
+            hold(turn_context)
+            logger.warning("refusing a turn: records newer than this code (%s); nothing saved", ", ".join(newer))
+            if turn_context.activity.type == ActivityTypes.message:
+                await turn_context.send_activity(NEWER_RECORD_TEXT)
+            return
+        await super().on_turn(turn_context)
+        await self._user_data.remember_conversation(turn_context)
 
     async def on_members_added_activity(self, members_added: list[ChannelAccount], turn_context: TurnContext) -> None:
         for member in members_added:
@@ -112,7 +137,9 @@ class StateBot(ActivityHandler):
         data = replace(data, message_count=data.message_count + 1)
         await self._conversation.set(turn_context, data)
 
-        turn = CommandTurn(await self._dialogs.create_context(turn_context), self._profile, self._member)
+        turn = CommandTurn(
+            await self._dialogs.create_context(turn_context), self._profile, self._member, self._user_data
+        )
         command = command_of(turn_context.activity.text)
         if command is not None:
             await run_command(command, turn)
@@ -159,19 +186,18 @@ class StateBot(ActivityHandler):
             f"on channel '{activity.channel_id}'."
         )
 
-    async def _erase_user(self, turn_context: TurnContext) -> None:
-        """The "forget" command: the user's profile and their part of this conversation go when the turn is saved.
+    async def _erase_user(self, turn_context: TurnContext) -> Forgotten:
+        """The "forget" command: everything about the user on this channel goes when the turn is saved.
 
-        A one-to-one conversation is the user's alone, so its record goes too; a group's counter stays.
+        Their profile, and their part of every conversation in their index; a one-to-one conversation is the
+        user's alone, so its record goes too, while a group's counter stays (``bots.user_data``).
         """
-        erase(turn_context, self._user_state)
-        erase(turn_context, self._private_state)
-        if not turn_context.activity.conversation.is_group:
-            erase(turn_context, self._conversation_state)
-        logger.debug("erasing the stored state of a user on channel %s", turn_context.activity.channel_id)
+        return await self._user_data.forget(turn_context)
 
 
 def create_bot(storage: StateStorage) -> tuple[StateBot, TurnStates]:
     """The bot and the states a turn loads and saves for it, all on ``storage``."""
-    bot = StateBot(TurnConversationState(storage), TurnUserState(storage), TurnPrivateConversationState(storage))
+    bot = StateBot(
+        TurnConversationState(storage), TurnUserState(storage), TurnPrivateConversationState(storage), storage.read
+    )
     return bot, TurnStates(storage, bot.states)

@@ -7,15 +7,33 @@ visible in the code that makes it.
 
 from __future__ import annotations
 
-from typing import Protocol, Self
+from collections.abc import Mapping
+from typing import Any, Protocol, Self
 
 from botbuilder.core import BotState, TurnContext
+
+from . import conversation_data, conversation_index, user_profile
+from .migrations import newer_than_code
 
 # Property names are part of the stored format: renaming one orphans every saved record.
 USER_PROFILE_PROPERTY = "UserProfile"
 CONVERSATION_DATA_PROPERTY = "ConversationData"
 MEMBER_DATA_PROPERTY = "MemberData"
 DIALOG_STATE_PROPERTY = "DialogState"
+CONVERSATION_INDEX_PROPERTY = "Conversations"
+
+# The schema version this code writes for each model property; a stored one above it is never rewritten.
+SCHEMA_VERSIONS = {
+    USER_PROFILE_PROPERTY: user_profile.SCHEMA_VERSION,
+    CONVERSATION_INDEX_PROPERTY: conversation_index.SCHEMA_VERSION,
+    CONVERSATION_DATA_PROPERTY: conversation_data.SCHEMA_VERSION,
+    MEMBER_DATA_PROPERTY: conversation_data.SCHEMA_VERSION,
+}
+
+
+def newer_properties(record: Mapping[str, Any]) -> list[str]:
+    """The model properties of a stored state record that a newer version of the code wrote."""
+    return [name for name, version in SCHEMA_VERSIONS.items() if newer_than_code(record.get(name), version)]
 
 
 class Model(Protocol):

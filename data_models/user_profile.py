@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _fields
+from .migrations import MIGRATIONS, stored_version, upgrade
 
 SCHEMA_VERSION = 1
 
@@ -53,6 +54,8 @@ class UserProfile:
         """Load any version of a stored profile; unknown fields are ignored, missing ones get defaults."""
         if not isinstance(data, Mapping):
             return cls()
+        if stored_version(data) < SCHEMA_VERSION:
+            data = upgrade(data, SCHEMA_VERSION, MIGRATIONS)
         return cls(
             name=_fields.text(data, "name"),
             transport=_fields.text(data, "transport"),

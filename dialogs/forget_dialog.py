@@ -11,10 +11,12 @@ from botbuilder.dialogs.prompts import ConfirmPrompt, PromptOptions
 from .questions import question
 
 FORGET_DIALOG = "forget"
+# A changed list of steps needs a new id here, the old waterfall kept until it drains (see dialogs/__init__.py).
 _STEPS = "forget.steps"
 _CONFIRM_PROMPT = "forget.confirm"
 
-Eraser = Callable[[TurnContext], Awaitable[None]]
+# Erases and returns what it removed, in words ("your profile and your state in 2 conversations").
+Eraser = Callable[[TurnContext], Awaitable[object]]
 
 
 class ForgetDialog(ComponentDialog):
@@ -31,7 +33,7 @@ class ForgetDialog(ComponentDialog):
             _CONFIRM_PROMPT,
             PromptOptions(
                 prompt=question(
-                    "This deletes your name, your profile and this conversation's history with me. "
+                    "This deletes your name, your profile and what I keep about you in every conversation with me. "
                     "Are you sure? (yes or no)"
                 ),
                 retry_prompt=question("Please answer yes or no: shall I forget everything about you?"),
@@ -44,6 +46,6 @@ class ForgetDialog(ComponentDialog):
             return await step.end_dialog()
         # Ending the dialog first keeps the stack tidy; the erase then drops this conversation's state entirely.
         result = await step.end_dialog()
-        await self._erase(step.context)
-        await step.context.send_activity("Done: I've forgotten everything I knew about you.")
+        removed = await self._erase(step.context)
+        await step.context.send_activity(f"Done: I've forgotten everything I knew about you ({removed}).")
         return result

@@ -15,6 +15,7 @@ from .questions import question
 
 # Stable ids: saved dialog stacks refer to them.
 NAME_DIALOG = "name"
+# A changed list of steps needs a new id here, the old waterfall kept until it drains (see dialogs/__init__.py).
 _STEPS = "name.steps"
 _NAME_PROMPT = "name.prompt"
 

@@ -1,9 +1,9 @@
 """The profile dialog: transport, name, age (optional), picture (optional), summary, confirm.
 
-Answers are collected in a draft kept in the waterfall's own values, which live on the dialog stack in
-ConversationState. The stored ``UserProfile`` is written only by the final "yes": "no", ``cancel`` or a
-conversation that is simply abandoned leave it exactly as it was. Because the stack is saved every turn, a
-restart in the middle of the dialog continues at the same step.
+Answers are collected in a draft kept in the waterfall's own values, which live on the dialog stack in the
+member's PrivateConversationState. The stored ``UserProfile`` is written only by the final "yes": "no",
+``cancel`` or a conversation that is simply abandoned leave it exactly as it was. Because the stack is saved
+every turn, a restart in the middle of the dialog continues at the same step.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .questions import question
 
 # Stable ids: saved dialog stacks refer to them, so renaming one breaks conversations in flight.
 PROFILE_DIALOG = "profile"
+# A changed list of steps needs a new id here, the old waterfall kept until it drains (see dialogs/__init__.py).
 _STEPS = "profile.steps"
 _TRANSPORT_PROMPT = "profile.transport"
 _NAME_PROMPT = "profile.name"

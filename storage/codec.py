@@ -35,6 +35,19 @@ _SCHEMA_MODELS: dict[str, type[Model]] = {
 }
 
 
+# PromptOptions' attributes and their names in a stored record. Every attribute the SDK gives PromptOptions must be
+# here, or it would be silently dropped from a prompt saved mid-dialog (tests/test_schema_rules.py checks this
+# against the installed botbuilder-dialogs).
+PROMPT_OPTIONS_FIELDS: dict[str, str] = {
+    "prompt": "prompt",
+    "retry_prompt": "retryPrompt",
+    "choices": "choices",
+    "style": "style",
+    "validations": "validations",
+    "number_of_attempts": "numberOfAttempts",
+}
+
+
 class StateEncodingError(TypeError):
     """The state holds a value that has no plain-JSON form."""
 
@@ -62,15 +75,10 @@ def _encode(value: Any) -> Any:
     if isinstance(value, DialogInstance):
         return {TYPE_TAG: "DialogInstance", "id": value.id, "state": _encode(value.state)}
     if isinstance(value, PromptOptions):
-        return {
-            TYPE_TAG: "PromptOptions",
-            "prompt": _encode(value.prompt),
-            "retryPrompt": _encode(value.retry_prompt),
-            "choices": _encode(value.choices),
-            "style": _encode(value.style),
-            "validations": _encode(value.validations),
-            "numberOfAttempts": value.number_of_attempts,
-        }
+        encoded_options = {TYPE_TAG: "PromptOptions"}
+        for attribute, stored_name in PROMPT_OPTIONS_FIELDS.items():
+            encoded_options[stored_name] = _encode(getattr(value, attribute))
+        return encoded_options
     if isinstance(value, Choice):
         return {
             TYPE_TAG: "Choice",
@@ -92,12 +100,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "DialogState": lambda obj: DialogState(_decode(obj["dialogStack"])),
     "DialogInstance": lambda obj: DialogInstance(obj["id"], _decode(obj["state"])),
     "PromptOptions": lambda obj: PromptOptions(
-        prompt=_decode(obj["prompt"]),
-        retry_prompt=_decode(obj["retryPrompt"]),
-        choices=_decode(obj["choices"]),
-        style=_decode(obj["style"]),
-        validations=_decode(obj["validations"]),
-        number_of_attempts=obj["numberOfAttempts"],
+        **{attribute: _decode(obj.get(stored_name)) for attribute, stored_name in PROMPT_OPTIONS_FIELDS.items()}
     ),
     "Choice": lambda obj: Choice(obj["value"], _decode(obj["action"]), _decode(obj["synonyms"])),
     "ListStyle": lambda obj: ListStyle[obj["name"]],

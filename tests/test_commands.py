@@ -66,6 +66,7 @@ EXPECTED = {
         says=lambda step: "Cancelled" if step.pending else "nothing to cancel", pending=lambda step: None
     ),
     "profile": Outcome(says=lambda step: "How do you usually get around?", pending=lambda step: "profile.transport"),
+    "export": Outcome(says=lambda step: "everything I have stored about you", pending=lambda step: step.pending),
     "forget": Outcome(says=lambda step: "Are you sure?", pending=lambda step: "forget.confirm"),
     "name": Outcome(says=lambda step: "What should I call you?", pending=lambda step: "name.prompt"),
 }
@@ -82,6 +83,10 @@ async def at(step: Step) -> BotHarness:
 
 async def stored_name(user: BotHarness) -> str | None:
     return ((await user.stored(user.user_key) or {}).get("UserProfile") or {}).get("name")
+
+
+async def stored_profile(user: BotHarness) -> dict | None:
+    return (await user.stored(user.user_key) or {}).get("UserProfile")
 
 
 async def pending(user: BotHarness) -> str | None:
@@ -120,7 +125,7 @@ async def test_each_step_is_what_the_table_says(step_name: str) -> None:
 async def test_every_command_at_every_step(step_name: str, command: str) -> None:
     step, outcome = STEPS[step_name], EXPECTED[command]
     user = await at(step)
-    profile_before = await user.stored(user.user_key)
+    profile_before = await stored_profile(user)
 
     replies = await user.send_text_activity(f" {command.upper()} ")
 
@@ -130,13 +135,13 @@ async def test_every_command_at_every_step(step_name: str, command: str) -> None
     interrupts = COMMANDS[command].in_dialog.name == "INTERRUPT"
     if step.pending and interrupts:
         assert texts[0] == f"OK, leaving {step.leaving}; nothing you stored before has changed."
-    elif step.pending and command in ("help", "show"):
+    elif step.pending and command in ("help", "show", "export"):
         assert step.asked in texts[-1], "the pending question is asked again"
         assert replies[-1].input_hint == InputHints.expecting_input
     else:
         assert not any("leaving" in text for text in texts)
     assert await pending(user) == outcome.pending(step)
-    assert await user.stored(user.user_key) == profile_before, "no command changes the stored profile by itself"
+    assert await stored_profile(user) == profile_before, "no command changes the stored profile by itself"
 
 
 @pytest.mark.parametrize("step_name", [name for name, step in STEPS.items() if step.pending])

@@ -211,7 +211,9 @@ async def test_a_bug_in_a_turn_is_apologised_for_and_nothing_is_saved(
             raise RuntimeError("the echo is broken")
 
     def broken_bot(storage: StateStorage) -> tuple[StateBot, TurnStates]:
-        bot = BrokenEcho(TurnConversationState(storage), TurnUserState(storage), TurnPrivateConversationState(storage))
+        bot = BrokenEcho(
+            TurnConversationState(storage), TurnUserState(storage), TurnPrivateConversationState(storage), storage.read
+        )
         return bot, TurnStates(storage, bot.states)
 
     app = await create_app(settings, bot_factory=broken_bot)

@@ -1,0 +1,173 @@
+"""Everything the bot keeps about one user, across conversations: the index, ``forget`` and ``export``.
+
+What is stored about a user on a channel:
+
+* their UserState record: the profile and the index of their conversations (``data_models.conversation_index``);
+* in each conversation, their PrivateConversationState record (a dialog in progress with its draft answers, and
+  whether the bot asked their name);
+* in a one-to-one conversation, also the ConversationState record (the message counter), which is theirs alone.
+  A group's counter belongs to the group and is neither exported nor deleted.
+
+The index is kept as part of the turn (the same write as the profile), and only once there is something to keep
+(see ``remember_conversation``). ``forget`` marks every record above for deletion after the turn's write
+succeeded (``bots.pipeline.erase_keys``); a dialog in progress in another conversation therefore ends: its next
+turn finds no stack and no draft.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from botbuilder.core import BotState, TurnContext
+
+from data_models import ConversationIndex, KnownConversation, UserProfile
+from data_models.accessors import (
+    CONVERSATION_INDEX_PROPERTY,
+    DIALOG_STATE_PROPERTY,
+    ModelProperty,
+    newer_properties,
+)
+from storage import codec
+
+from .pipeline import cached_record, erase, erase_keys, erased, storage_key_in
+
+logger = logging.getLogger(__name__)
+
+RecordReader = Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]]
+# Bookkeeping fields a store adds to a record; not the user's data.
+_STORE_FIELDS = frozenset({"e_tag"})
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """What ``forget`` removed, as the reply states it."""
+
+    profile: bool
+    conversations: int
+
+    def __str__(self) -> str:
+        parts = ["your profile"] if self.profile else []
+        if self.conversations:
+            plural = "" if self.conversations == 1 else "s"
+            parts.append(f"your state in {self.conversations} conversation{plural}")
+        return " and ".join(parts) or "nothing was stored"
+
+
+class UserData:
+    """The user's records in every conversation, found through the index in their UserState record."""
+
+    def __init__(
+        self,
+        user_state: BotState,
+        conversation_state: BotState,
+        private_state: BotState,
+        profile: ModelProperty[UserProfile],
+        read: RecordReader,
+    ) -> None:
+        """``read`` reads records outside the turn's own states (other conversations'), for ``export`` only."""
+        self._user_state = user_state
+        self._conversation_state = conversation_state
+        self._private_state = private_state
+        self._profile = profile
+        self._index = ModelProperty(user_state, CONVERSATION_INDEX_PROPERTY, ConversationIndex)
+        self._read = read
+
+    def newer_than_code(self, turn_context: TurnContext) -> list[str]:
+        """The properties of this turn's records that a newer version of the bot wrote (never to be rewritten)."""
+        found: list[str] = []
+        for state in (self._user_state, self._conversation_state, self._private_state):
+            found += newer_properties(cached_record(turn_context, state))
+        return found
+
+    async def remember_conversation(self, turn_context: TurnContext) -> None:
+        """Add this conversation to the user's index when the bot keeps something of theirs in it.
+
+        That is: the user has a record already (a profile), or a dialog of theirs is in progress here (its
+        answers are theirs). A stranger who only said hello is not given a user record for it: the counter and
+        the "asked for your name" flag of such a conversation hold nothing the user gave, and expire.
+        """
+        if erased(turn_context, self._user_state):
+            return
+        conversation = turn_context.activity.conversation
+        index = await self._index.get(turn_context)
+        if conversation.id in index:
+            return
+        has_profile = not (await self._profile.get(turn_context)).is_empty
+        dialog = cached_record(turn_context, self._private_state).get(DIALOG_STATE_PROPERTY)
+        in_dialog = bool(getattr(dialog, "dialog_stack", None))
+        if has_profile or in_dialog:
+            entry = KnownConversation(conversation.id, bool(conversation.is_group))
+            await self._index.set(turn_context, index.with_conversation(entry))
+
+    async def forget(self, turn_context: TurnContext) -> Forgotten:
+        """Mark every record about the user on this channel for deletion when the turn is saved."""
+        profile = not (await self._profile.get(turn_context)).is_empty
+        conversations = await self._conversations(turn_context)
+        keys = [key for entry in conversations for key in self._keys_in(turn_context, entry) if key is not None]
+        erase(turn_context, self._user_state)
+        erase(turn_context, self._private_state)
+        if not turn_context.activity.conversation.is_group:
+            erase(turn_context, self._conversation_state)
+        erase_keys(turn_context, keys)
+        logger.debug("erasing a user's records in %d conversations", len(conversations))
+        return Forgotten(profile, len(conversations))
+
+    async def export(self, turn_context: TurnContext) -> dict[str, Any]:
+        """Everything stored about the user on this channel, as plain JSON (this turn's changes included)."""
+        conversations = await self._conversations(turn_context)
+        current = turn_context.activity.conversation.id
+        keys = {entry.id: self._keys_in(turn_context, entry) for entry in conversations if entry.id != current}
+        wanted = [key for pair in keys.values() for key in pair if key is not None]
+        records = await self._read(wanted) if wanted else {}
+        listed = []
+        for entry in conversations:
+            if entry.id == current:
+                mine = cached_record(turn_context, self._private_state)
+                shared = cached_record(turn_context, self._conversation_state)
+            else:
+                private_key, conversation_key = keys[entry.id]
+                mine = records.get(private_key) or {}
+                shared = records.get(conversation_key or "") or {}
+            item: dict[str, Any] = {"id": entry.id, "group": entry.group, "yours_in_it": _plain(mine)}
+            if not entry.group:
+                item["conversation"] = _plain(shared)
+            listed.append(item)
+        user_record = {
+            key: value
+            for key, value in cached_record(turn_context, self._user_state).items()
+            if key != CONVERSATION_INDEX_PROPERTY
+        }
+        return {
+            "exported_at": datetime.now(UTC).isoformat(),
+            "channel": turn_context.activity.channel_id,
+            "user_id": turn_context.activity.from_property.id,
+            "user_record": _plain(user_record),
+            "conversations": listed,
+        }
+
+    def _keys_in(self, turn_context: TurnContext, entry: KnownConversation) -> tuple[str, str | None]:
+        """The user's record in a conversation, and the conversation's own record when it is one-to-one."""
+        private_key = storage_key_in(self._private_state, turn_context, entry.id, group=entry.group)
+        if entry.group:
+            return private_key, None
+        return private_key, storage_key_in(self._conversation_state, turn_context, entry.id)
+
+    async def _conversations(self, turn_context: TurnContext) -> list[KnownConversation]:
+        """The indexed conversations, and this one (it holds at least this turn's state) first."""
+        conversation = turn_context.activity.conversation
+        here = KnownConversation(conversation.id, bool(conversation.is_group))
+        index = await self._index.get(turn_context)
+        return [here, *(entry for entry in index.conversations if entry.id != here.id)]
+
+
+def _plain(record: dict[str, Any] | None) -> dict[str, Any]:
+    """A state record as plain JSON (dialog objects in their stored, tagged form), without store bookkeeping."""
+    if not record:
+        return {}
+    document = {key: value for key, value in record.items() if key not in _STORE_FIELDS}
+    return json.loads(codec.dumps(document))
