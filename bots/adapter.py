@@ -36,6 +36,7 @@ from .pipeline import (
     describe,
 )
 from .replies import ReplyError, ReplySender
+from .wire import to_json
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class StateBotAdapter(CloudAdapter):
     async def _respond(self, activity: Activity, result: TurnResult) -> web.Response:
         failure = FAILURES.get(result.outcome)
         if activity.delivery_mode == DeliveryModes.expect_replies:
-            body = {"activities": [reply.serialize() for reply in result.activities]}
+            body = {"activities": [to_json(reply) for reply in result.activities]}
             if failure is not None:
                 return web.json_response({**failure.body(), **body}, status=failure.status)
             return web.json_response(body, status=200)

@@ -16,6 +16,7 @@ import aiohttp
 from botbuilder.schema import Activity
 
 from .auth import OutgoingTokenError
+from .wire import to_json
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class ReplySender:
         for activity in activities:
             url = reply_url(activity)
             try:
-                async with self._session.post(url, json=activity.serialize(), headers=headers) as response:
+                async with self._session.post(url, json=to_json(activity), headers=headers) as response:
                     if response.status >= 400:
                         raise ReplyError(f"the channel answered {response.status}")
                     await response.read()
