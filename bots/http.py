@@ -27,6 +27,8 @@ from botbuilder.schema import Activity
 from msrest.exceptions import DeserializationError
 from yarl import URL
 
+from .wire import from_json
+
 if TYPE_CHECKING:
     from config import Settings
 
@@ -240,7 +242,7 @@ def parse_activity(body: object, policy: RequestPolicy | None = None) -> Activit
     if problem:
         raise RequestError(400, "invalid_service_url", f"serviceUrl {problem}")
     try:
-        return Activity().deserialize(body)
+        return from_json(Activity, body)
     except (DeserializationError, TypeError, ValueError, AttributeError, OverflowError) as err:
         raise RequestError(400, "invalid_activity", "the activity could not be read") from err
 

@@ -18,7 +18,7 @@ from botbuilder.schema import (
     SuggestedActions,
 )
 
-from bots.wire import to_json
+from bots.wire import from_json, to_json
 from storage import MemoryStateStorage
 from tests.harness import BotHarness
 from tests.test_profile_dialog import PNG
@@ -76,3 +76,53 @@ async def test_every_reply_of_a_conversation_serialises_as_msrest_does() -> None
 )
 def test_unusual_fields_serialise_as_msrest_does(activity: Activity) -> None:
     assert to_json(activity) == activity.serialize()
+
+
+CHANNEL_BODIES = [
+    {
+        "type": "message",
+        "id": "1",
+        "timestamp": "2026-11-25T23:01:02.3456789Z",
+        "localTimestamp": "2026-11-25T12:01:02.345-11:00",
+        "channelId": "emulator",
+        "serviceUrl": "http://127.0.0.1:9/",
+        "from": {"id": "u", "name": "User", "role": "user"},
+        "recipient": {"id": "b", "name": "Bot"},
+        "conversation": {"id": "c", "isGroup": True, "tenantId": "t"},
+        "text": "hello",
+        "locale": "en-US",
+        "textFormat": "plain",
+        "attachments": [{"contentType": "image/png", "contentUrl": "http://127.0.0.1:9/p.png", "name": "p.png"}],
+        "entities": [{"type": "ClientCapabilities", "requiresBotState": True}],
+        "channelData": {"clientActivityID": "x", "nested": [1, 2.5, None, {"a": False}]},
+        "value": {"anything": ["goes", 1]},
+        "deliveryMode": "expectReplies",
+    },
+    {
+        "type": "conversationUpdate",
+        "channelId": "directline",
+        "serviceUrl": "http://127.0.0.1:9/",
+        "from": {"id": "u"},
+        "recipient": {"id": "b"},
+        "conversation": {"id": "c"},
+        "membersAdded": [{"id": "b", "name": "Bot"}, {"id": "u", "name": "User"}],
+        "membersRemoved": [],
+    },
+    {
+        "type": "message",
+        "channelId": "msteams",
+        "serviceUrl": "https://smba.trafficmanager.net/emea/",
+        "from": {"id": "u", "aadObjectId": "o"},
+        "recipient": {"id": "b"},
+        "conversation": {"id": "c", "conversationType": "personal"},
+        "replyToId": "r",
+        "suggestedActions": {"to": ["u"], "actions": [{"type": "imBack", "title": "Car", "value": "Car"}]},
+        "attachments": [{"contentType": "application/vnd.microsoft.card.hero", "content": {"title": "t"}}],
+        "value": 3,
+    },
+]
+
+
+@pytest.mark.parametrize("body", CHANNEL_BODIES, ids=["message-with-everything", "conversation-update", "teams"])
+def test_reading_an_activity_gives_what_msrest_gives(body: dict) -> None:
+    assert from_json(Activity, body) == Activity().deserialize(body)
