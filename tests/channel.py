@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +19,19 @@ import aiohttp
 from aiohttp import web
 
 BOT_ID = "bot-1"
+MESSAGES_PATH = "/api/messages"
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """``app`` (from ``app.create_app``) over real HTTP on 127.0.0.1 and a free port; yields its messages URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}{MESSAGES_PATH}"
+    finally:
+        await runner.cleanup()
 
 
 class FakeChannel:

@@ -6,14 +6,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp import web
 
-from app import MESSAGES_PATH, create_app
+from app import create_app
 from config import Settings, load_settings
 from storage import StateStorage
 from tests.azurite import azurite  # noqa: F401 - session fixture for the blob and table backends
 from tests.backends import BACKENDS
-from tests.channel import Conversation, FakeChannel
+from tests.channel import Conversation, FakeChannel, serving
 from tests.cosmos_server import cosmos_server  # noqa: F401 - session fixture for the cosmos backend
 
 
@@ -46,14 +45,8 @@ async def channel() -> AsyncIterator[FakeChannel]:
 @pytest_asyncio.fixture
 async def bot_url(settings: Settings) -> AsyncIterator[str]:
     """The real app, served over real HTTP on 127.0.0.1 and a free port; yields its messages URL."""
-    runner = web.AppRunner(await create_app(settings), access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        port = runner.addresses[0][1]
-        yield f"http://127.0.0.1:{port}{MESSAGES_PATH}"
-    finally:
-        await runner.cleanup()
+    async with serving(await create_app(settings)) as url:
+        yield url
 
 
 @pytest_asyncio.fixture

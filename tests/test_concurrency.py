@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from storage import StateStorage, build_storage
+from storage import build_storage
 from tests.azurite import scratch_settings
 from tests.channel import Conversation, FakeChannel, Reply
 from tests.processes import GunicornProcess
@@ -41,8 +41,10 @@ async def _named(conversation: Conversation, name: str) -> None:
     assert f"Thanks, {name}!" in (await conversation.say(name)).text
 
 
-async def _hot_conversation(conversation: Conversation, store: StateStorage) -> None:
-    """64 messages into one conversation at once: one echo each, numbers distinct and contiguous, all stored."""
+async def _hot_conversation(conversation: Conversation, server: GunicornProcess) -> None:
+    """A named user sends 64 messages into one conversation at once: one echo each, numbers distinct and
+    contiguous, all stored."""
+    await _named(conversation, "Ada")
     texts = [f"burst {i}" for i in range(MESSAGES)]
 
     async def send(text: str) -> Reply:
@@ -64,7 +66,11 @@ async def _hot_conversation(conversation: Conversation, store: StateStorage) -> 
     numbers = sorted(int(NUMBER.search(text).group(1)) for text in echoes)
     assert numbers == list(range(numbers[0], numbers[0] + MESSAGES))
     key = f"{conversation.channel_id}/conversations/{conversation.conversation_id}"
-    stored = (await store.read([key]))[key]
+    store = await build_storage(server.settings)
+    try:
+        stored = (await store.read([key]))[key]
+    finally:
+        await store.close()
     assert stored["ConversationData"]["message_count"] == numbers[-1]
 
 
@@ -73,15 +79,9 @@ async def _hot_conversation(conversation: Conversation, store: StateStorage) -> 
 async def test_a_hot_conversation_on_sqlite_loses_no_turn(
     tmp_path: Path, http: aiohttp.ClientSession, channel: FakeChannel, workers: int, expect_replies: bool
 ) -> None:
-    path = tmp_path / "bot.sqlite3"
-    async with _serve(tmp_path, workers, STORAGE="sqlite", SQLITE_PATH=str(path)) as server:
-        conversation = Conversation(http, server.messages_url, channel, expect_replies=expect_replies)
-        await _named(conversation, "Ada")
-        store = await build_storage(server.settings)
-        try:
-            await _hot_conversation(conversation, store)
-        finally:
-            await store.close()
+    settings = {"STORAGE": "sqlite", "SQLITE_PATH": str(tmp_path / "bot.sqlite3")}
+    async with _serve(tmp_path, workers, **settings) as server:
+        await _hot_conversation(Conversation(http, server.messages_url, channel, expect_replies=expect_replies), server)
 
 
 async def test_a_hot_conversation_on_blob_loses_no_turn(
@@ -94,13 +94,7 @@ async def test_a_hot_conversation_on_blob_loses_no_turn(
         "BLOB_CONTAINER": scratch.blob_container,
     }
     async with _serve(tmp_path, 2, **settings) as server:
-        conversation = Conversation(http, server.messages_url, channel)
-        await _named(conversation, "Ada")
-        store = await build_storage(server.settings)
-        try:
-            await _hot_conversation(conversation, store)
-        finally:
-            await store.close()
+        await _hot_conversation(Conversation(http, server.messages_url, channel), server)
 
 
 async def test_one_user_naming_themselves_in_ten_conversations_at_once(

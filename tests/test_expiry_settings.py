@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
-from app import MESSAGES_PATH, create_app
+from app import create_app
 from config import load_settings
 from storage.base import EXPIRES_AT
-from tests.channel import Conversation, FakeChannel
+from tests.channel import Conversation, FakeChannel, serving
 
 
 def _stored(path: Path) -> dict[str, dict]:
@@ -32,11 +31,8 @@ async def test_records_carry_the_configured_expiry_and_an_expired_conversation_s
 ) -> None:
     path = tmp_path / "bot.sqlite3"
     settings = load_settings({"PORT": "0", "SQLITE_PATH": str(path), "CONVERSATION_TTL": "2s", "USER_TTL": "off"})
-    runner = web.AppRunner(await create_app(settings), access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        talk = Conversation(http, f"http://127.0.0.1:{runner.addresses[0][1]}{MESSAGES_PATH}", channel)
+    async with serving(await create_app(settings)) as url:
+        talk = Conversation(http, url, channel)
         await talk.say("hi")
         await talk.say("Ada")
         assert "#3" in (await talk.say("one more")).text
@@ -52,5 +48,3 @@ async def test_records_carry_the_configured_expiry_and_an_expired_conversation_s
         again = (await talk.say("still me")).text
         assert again.startswith("Ada sent: still me")  # the profile did not expire
         assert "#1 " in again  # the conversation's counter did
-    finally:
-        await runner.cleanup()

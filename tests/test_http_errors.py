@@ -18,7 +18,7 @@ from bots import StateBot
 from bots.pipeline import TurnConversationState, TurnPrivateConversationState, TurnStates, TurnUserState
 from config import Settings, load_settings
 from storage import StateStorage
-from tests.channel import Conversation, FakeChannel
+from tests.channel import Conversation, FakeChannel, serving
 
 
 async def post_raw(http: aiohttp.ClientSession, url: str, data: bytes, content_type: str | None) -> tuple[int, Any]:
@@ -217,11 +217,8 @@ async def test_a_bug_in_a_turn_is_apologised_for_and_nothing_is_saved(
         return bot, TurnStates(storage, bot.states)
 
     app = await create_app(settings, bot_factory=broken_bot)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        talk = Conversation(http, f"http://127.0.0.1:{runner.addresses[0][1]}/api/messages", channel)
+    async with serving(app) as url:
+        talk = Conversation(http, url, channel)
         await talk.say("hi")
         await talk.say("Ada")
 
@@ -235,5 +232,3 @@ async def test_a_bug_in_a_turn_is_apologised_for_and_nothing_is_saved(
         conversation = await storage.read([f"emulator/conversations/{talk.conversation_id}"])
         assert next(iter(user.values()))["UserProfile"]["name"] == "Ada"
         assert next(iter(conversation.values()))["ConversationData"]["message_count"] == 2
-    finally:
-        await runner.cleanup()

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from app import MESSAGES_PATH, create_app
+from app import create_app
 from bots import create_bot
 from bots.pipeline import BUSY_TEXT, ConversationLocks, TurnOutcome
-from config import Settings, load_settings
+from config import load_settings
 from storage import ETagConflictError, MemoryStateStorage
-from tests.channel import Conversation, FakeChannel
+from tests.channel import Conversation, FakeChannel, serving
 from tests.harness import BotHarness
-
-
-@asynccontextmanager
-async def served(settings: Settings, bot_factory: Callable) -> AsyncIterator[str]:
-    """The real app with ``bot_factory`` over real HTTP on a free port; yields its messages URL."""
-    runner = web.AppRunner(await create_app(settings, bot_factory=bot_factory), access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}{MESSAGES_PATH}"
-    finally:
-        await runner.cleanup()
 
 
 async def test_turns_of_one_conversation_run_one_at_a_time_and_locks_are_dropped() -> None:
@@ -92,7 +78,7 @@ async def test_a_turn_that_always_loses_its_race_gets_one_busy_reply_after_turn_
     store = RacedUserRecords()
     settings = load_settings({"PORT": "0", "STORAGE": "memory", "TURN_RETRIES": str(retries)})
 
-    async with served(settings, lambda _: create_bot(store)) as url:
+    async with serving(await create_app(settings, bot_factory=lambda _: create_bot(store))) as url:
         talk = Conversation(http, url, channel, expect_replies=expect_replies)
         await talk.say("hi")
         store.raced = True
