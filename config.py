@@ -195,15 +195,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 
     host = get("HOST", defaults.host)
 
-    port_text = get("PORT", str(defaults.port))
-    port = defaults.port
-    try:
-        port = int(port_text)
-    except ValueError:
-        problems.append(f"PORT={port_text!r} is not a whole number (use 1-65535, or 0 for any free port)")
-    else:
-        if not 0 <= port <= 65535:
-            problems.append(f"PORT={port} is out of range (use 1-65535, or 0 for any free port)")
+    port = _whole_number(get, "PORT", defaults.port, 0, 65535, problems)  # 0: any free port
 
     app_id = get("MicrosoftAppId", "")
     app_password = get("MicrosoftAppPassword", "")
