@@ -193,7 +193,8 @@ class TurnStates:
         """Put every state in the turn's cache; return the records of ``extra_keys`` that exist."""
         keys = self.keys(turn_context)
         records = await self.storage.read([*keys, *extra_keys])
-        logger.debug("loaded %d of %d records: %s", len(records), len(keys) + len(extra_keys), _shown(records))
+        if logger.isEnabledFor(logging.DEBUG):  # the key list is not built on every turn for nothing
+            logger.debug("loaded %d of %d records: %s", len(records), len(keys) + len(extra_keys), _shown(records))
         for state, key in zip(self.states, keys, strict=True):
             turn_context.turn_state[_cache_key(state)] = _CachedState(records.get(key) or {})
         return {key: records[key] for key in extra_keys if key in records}
@@ -216,7 +217,8 @@ class TurnStates:
             cached_states.append(cached)
         if changes:
             await self.storage.write(changes)
-            logger.debug("saved %s", _shown(changes))
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("saved %s", _shown(changes))
             for cached in cached_states:
                 cached.hash = cached.compute_hash(cached.state)
         if erased:

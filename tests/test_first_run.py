@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from config import Settings
 from tests.processes import ROOT, BotProcess, bot_environment
 
 README = ROOT / "README.md"
 SECTION = "## Without the Emulator: curl"
-MAKE_RUN_ADDRESS = "127.0.0.1:3978"
+MAKE_RUN_ADDRESS = f"{Settings().host}:{Settings().port}"  # README's example talks to `make run`'s defaults
 WELCOME_END = "What's your name?"
 GREETED_BACK = "Hello to you too! What's your name?"
 LOG_LINE = re.compile(r"^\S+ \S+ (?P<level>[A-Z]+) (?P<logger>\S+): (?P<message>.*)$")
@@ -46,7 +47,8 @@ def json_documents(text: str) -> list[Any]:
 
 
 async def test_the_readme_curl_example_works_as_written(tmp_path: Path) -> None:
-    """The block from README.md, run by bash with only the port changed (``make run``'s 3978 may be taken here)."""
+    """The block from README.md, run by bash with only the port changed (``make run``'s default port may be
+    taken here)."""
     section = readme_section()
     block = curl_block(section)
     assert MAKE_RUN_ADDRESS in block
