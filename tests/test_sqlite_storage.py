@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,74 @@ async def test_the_expiry_cleanup_finds_expired_records_through_an_index(tmp_pat
             (0, 10),
         ).fetchall()
     assert any("bot_state_expires_at" in row[-1] for row in plan), plan
+
+
+async def test_the_connection_thread_runs_jobs_in_order_and_answers_a_queue_in_one_wake_up() -> None:
+    """Jobs queued while the thread is busy run back to back, in order, and come back in one loop callback;
+    an exception reaches its own caller only; a job whose caller gave up before it started is not run."""
+    thread = sqlite_module._ConnectionThread("test")
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def hold() -> str:
+        started.set()
+        release.wait(5)
+        return "held"
+
+    def job(name: str) -> str:
+        ran.append(name)
+        if name == "bad":
+            raise ValueError(name)
+        return name
+
+    loop = asyncio.get_running_loop()
+    wake_ups = 0
+    original = loop.call_soon_threadsafe
+
+    def counting(*arguments: object, **options: object) -> object:
+        nonlocal wake_ups
+        wake_ups += 1
+        return original(*arguments, **options)  # type: ignore[arg-type]
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    try:
+        first = thread.run(hold)
+        await asyncio.to_thread(started.wait, 5)
+        wake_ups = 0
+        queued = [thread.run(job, name) for name in ("a", "b", "bad", "skipped", "c")]
+        queued[3].cancel()
+        release.set()
+        assert await first == "held"
+        results = await asyncio.gather(*queued, return_exceptions=True)
+    finally:
+        loop.call_soon_threadsafe = original  # type: ignore[method-assign]
+        thread.stop()
+    assert results[:2] == ["a", "b"]
+    assert isinstance(results[2], ValueError)
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert results[4] == "c"
+    assert ran == ["a", "b", "bad", "c"]
+    assert wake_ups == 2  # one for the job that held the thread, one for the five queued behind it
+
+
+async def test_opening_a_new_database_waits_while_another_process_is_setting_it_up(tmp_path: Path) -> None:
+    """gunicorn's workers open the file together on a first start. While one of them is inside a write on the
+    still rollback-journal file, SQLite refuses another's switch to WAL at once, without its busy wait: the
+    other must wait its turn instead of failing to boot. The racing worker is a plain connection holding a write
+    transaction for 0.3 s."""
+    path = tmp_path / "fresh.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        opening = asyncio.create_task(SqliteStorage.open(path))
+        await asyncio.sleep(0.3)
+        assert not opening.done()
+        other.execute("COMMIT")
+        storage = await opening
+    finally:
+        other.close()
+    try:
+        await storage.write({"k": {"v": 1}})
+        assert (await storage.read(["k"]))["k"]["v"] == 1
+    finally:
+        await storage.close()
