@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.azurite import scratch_settings
+from tests.azurite import scratch_environment
 from tests.channel import Conversation, FakeChannel
 from tests.processes import BotProcess, run_app_expecting_failure
 
@@ -18,12 +18,7 @@ async def bot(request: pytest.FixtureRequest, tmp_path: Path):
     """``python app.py`` on a durable backend: an sqlite file, or a fresh container / table on Azurite."""
     settings = {"STORAGE": request.param, "SQLITE_PATH": str(tmp_path / "state" / "bot.sqlite3")}
     if request.param in ("blob", "table"):
-        scratch = scratch_settings(request.getfixturevalue("azurite"), request.param)
-        settings |= {
-            "AZURE_STORAGE_CONNECTION_STRING": scratch.azure_storage_connection_string,
-            "BLOB_CONTAINER": scratch.blob_container,
-            "TABLE_NAME": scratch.table_name,
-        }
+        settings |= scratch_environment(request.getfixturevalue("azurite"), request.param)
     process = BotProcess(tmp_path / "bot.log", **settings)
     try:
         yield process
