@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -64,6 +65,29 @@ async def test_sigterm_stops_the_bot_cleanly(tmp_path: Path):
 
     assert await bot.stop() == 0
     assert "Traceback" not in bot.log_path.read_text()
+
+
+class ImportTimedBot(BotProcess):
+    """``python -X importtime app.py``: every module the process imports, when it imports it, goes to its log."""
+
+    ARGS = ("-X", "importtime", "app.py")
+
+
+IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| +(\S+)$", re.MULTILINE)
+AZURE_SDKS = ("azure.storage", "azure.data", "azure.cosmos", "azure.identity")
+
+
+async def test_a_bot_on_sqlite_never_imports_an_azure_sdk(tmp_path: Path):
+    """Each backend's module (and SDK) is imported by its opener only (storage/registry.py). A bot on sqlite, up
+    and answering (so its store is open), has imported none of the Azure SDKs. (``azure.core`` comes with msrest,
+    which botbuilder needs, so it does not count.)"""
+    bot = ImportTimedBot(tmp_path / "bot.log", STORAGE="sqlite", SQLITE_PATH=str(tmp_path / "bot.sqlite3"))
+    await bot.start()
+    assert await bot.stop() == 0
+
+    imported = IMPORTED.findall(bot.log_path.read_text())
+    assert {"config", "storage.registry", "storage.sqlite", "botbuilder.core"} <= set(imported)  # the log is complete
+    assert [name for name in imported if name.startswith(AZURE_SDKS)] == []
 
 
 @pytest.mark.parametrize(
