@@ -4,6 +4,7 @@ cannot take them costs a bounded time, one warning line, and a 502 saying so, an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -30,8 +31,10 @@ async def silent_channel() -> AsyncIterator[str]:
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
-        for writer in held:
-            writer.close()
+        for writer in held:  # aborted: the bot may have left unread bytes behind
+            writer.transport.abort()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
         server.close()
         await server.wait_closed()
 

@@ -113,6 +113,17 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield running
 
 
+async def _hang_up(writer: asyncio.StreamWriter) -> None:
+    """Drop a raw connection now, unsent bytes included, and wait until its socket is closed.
+
+    A plain ``close()`` waits for unsent bytes to reach a server that may have stopped reading: the socket can
+    then outlive the test's event loop and surface later as a ResourceWarning in an unrelated test.
+    """
+    writer.transport.abort()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
 async def _closed(reader: asyncio.StreamReader) -> bool:
     """Whether the server has closed the connection (waits one step for news)."""
     try:
@@ -139,7 +150,7 @@ async def test_a_client_trickling_its_headers_is_cut_off(server: Server) -> None
         else:
             pytest.fail(f"still connected after {MAX_STEPS} steps of {STEP} s")
     finally:
-        writer.close()
+        await _hang_up(writer)
     assert sent >= 3  # it was cut off by the timer, not refused outright
 
 
@@ -164,7 +175,7 @@ async def test_a_client_trickling_its_body_gets_a_408(server: Server) -> None:
         else:
             pytest.fail(f"no answer after {MAX_STEPS} steps of {STEP} s")
     finally:
-        writer.close()
+        await _hang_up(writer)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b'"request_timeout"' in answer
 
@@ -182,7 +193,7 @@ async def test_idle_connections_are_closed_and_the_server_keeps_answering(server
         assert open_ones == [], f"{len(open_ones)} idle connections still open after {MAX_STEPS * STEP:g} s"
     finally:
         for _, writer in connections:
-            writer.close()
+            await _hang_up(writer)
 
 
 @pytest.mark.parametrize("kind", sorted(SERVERS))
@@ -196,7 +207,7 @@ async def test_descriptor_exhaustion_is_logged_rarely_and_the_server_recovers(tm
             held.append(await asyncio.open_connection(running.host, running.port))
         await asyncio.sleep(3)
         for _, writer in held:
-            writer.close()
+            await _hang_up(writer)
 
         async with aiohttp.ClientSession() as http:
             for _ in range(MAX_STEPS):
