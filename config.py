@@ -1,7 +1,10 @@
 """Settings: read once from the environment (and a ``.env`` file), validated, frozen.
 
-This is the only module that knows the setting names. ``load_settings`` is pure: it takes the variables as a
-mapping and either returns a ``Settings`` or raises one ``ConfigError`` that lists every bad value by name.
+This is the only module that reads settings. It knows the general setting names; each storage backend's own
+variables (``SQLITE_PATH``, ``AZURE_STORAGE_*``, ``COSMOS_*``, ...) are declared with that backend in
+``storage/registry.py``, whose group ``STORAGE`` chooses becomes ``Settings.store``. ``load_settings`` is pure: it
+takes the variables as a mapping and either returns a ``Settings`` or raises one ``ConfigError`` that lists every
+bad value by name, the backend's included.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+
+from storage.registry import BACKENDS, SqliteSettings, StoreSettings, Variables, backend_named
 
 APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -49,17 +54,9 @@ class Settings:
     app_password: str = field(default="", repr=False)  # secrets stay out of logs and tracebacks
     app_type: str = "MultiTenant"
     app_tenant_id: str = ""
-    storage: str = "sqlite"
-    sqlite_path: Path = Path(".state/bot.sqlite3")
+    #: The chosen storage backend's settings (storage/registry.py): its class says which backend it is.
+    store: StoreSettings = field(default_factory=SqliteSettings)
     log_level: str = "INFO"
-    azure_storage_connection_string: str = field(default="", repr=False)
-    azure_storage_account_url: str = ""
-    blob_container: str = "bot-state"
-    table_name: str = "BotState"
-    cosmos_endpoint: str = ""
-    cosmos_key: str = field(default="", repr=False)
-    cosmos_database: str = "bot-state"
-    cosmos_container: str = "bot-state"
     web_concurrency: int = 2
     turn_retries: int = 3
     to_bot_from_channel_token_issuer: str = PUBLIC_CLOUD["ToBotFromChannelTokenIssuer"]
@@ -73,6 +70,11 @@ class Settings:
     user_ttl: timedelta | None = None
 
     @property
+    def storage(self) -> str:
+        """The ``STORAGE`` value: the name of the chosen backend."""
+        return self.store.name
+
+    @property
     def auth_enabled(self) -> bool:
         """Whether requests must carry a Bot Framework token (an app id is configured)."""
         return bool(self.app_id)
@@ -82,96 +84,13 @@ class Settings:
         return logging.getLevelNamesMapping()[self.log_level]
 
 
-def _sqlite_path_problem(path: Path) -> str | None:
-    """Why the database can't live at ``path``, or None. Looks only; creates nothing."""
-    if path.exists():
-        if path.is_dir():
-            return f"SQLITE_PATH={path} is a directory, not a database file"
-        if not os.access(path, os.R_OK | os.W_OK):
-            return f"SQLITE_PATH={path} is not readable and writable by this user"
-        return None
-    ancestor = path.parent
-    while not ancestor.exists():
-        if ancestor.parent == ancestor:
-            break
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        return f"SQLITE_PATH={path} cannot be created: {ancestor} is not a directory"
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        return f"SQLITE_PATH={path} cannot be created: {ancestor} is not writable"
-    return None
-
-
-# -- the settings each storage backend needs (one entry per backend: see also storage/__init__.py) ---------------
-
-
-def _sqlite_problems(*, sqlite_path: Path, **_: object) -> list[str]:
-    problem = _sqlite_path_problem(sqlite_path)
-    return [problem] if problem else []
-
-
-def _memory_problems(**_: object) -> list[str]:
-    return []
-
-
-def _azure_account_problems(storage: str, connection_string: str, account_url: str) -> list[str]:
-    if not connection_string and not account_url:
-        return [
-            f"STORAGE={storage} needs AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_URL "
-            "to sign in with a managed identity"
-        ]
-    if account_url and not account_url.startswith(("https://", "http://")):
-        return [f"AZURE_STORAGE_ACCOUNT_URL={account_url!r} must be an http(s) URL"]
-    return []
-
-
-def _blob_problems(
-    *, azure_storage_connection_string: str, azure_storage_account_url: str, blob_container: str, **_: object
-) -> list[str]:
-    problems = _azure_account_problems("blob", azure_storage_connection_string, azure_storage_account_url)
-    if not re.fullmatch(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", blob_container):
-        problems.append(
-            f"BLOB_CONTAINER={blob_container!r} is not a valid container name "
-            "(3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit)"
-        )
-    return problems
-
-
-def _table_problems(
-    *, azure_storage_connection_string: str, azure_storage_account_url: str, table_name: str, **_: object
-) -> list[str]:
-    problems = _azure_account_problems("table", azure_storage_connection_string, azure_storage_account_url)
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", table_name):
-        problems.append(f"TABLE_NAME={table_name!r} is not a valid table name (3-63 letters or digits, first a letter)")
-    return problems
-
-
-def _cosmos_problems(*, cosmos_endpoint: str, cosmos_database: str, cosmos_container: str, **_: object) -> list[str]:
-    problems = []
-    if not cosmos_endpoint:
-        problems.append("STORAGE=cosmos needs COSMOS_ENDPOINT (and COSMOS_KEY, or a managed identity)")
-    elif not cosmos_endpoint.startswith("https://"):
-        problems.append(f"COSMOS_ENDPOINT={cosmos_endpoint!r} must be an https:// URL")
-    for name, value in (("COSMOS_DATABASE", cosmos_database), ("COSMOS_CONTAINER", cosmos_container)):
-        if not 1 <= len(value) <= 255 or any(char in value for char in "/\\?#"):
-            problems.append(f"{name}={value!r} must be 1-255 characters without / \\ ? #")
-    return problems
-
-
-#: Every STORAGE value and the check of the settings it needs. storage/__init__.py opens each one; a test
-#: (tests/test_config.py) keeps the two lists, and the contract suite's, in step.
-STORAGE_CHECKS: dict[str, Callable[..., list[str]]] = {
-    "sqlite": _sqlite_problems,
-    "memory": _memory_problems,
-    "blob": _blob_problems,
-    "table": _table_problems,
-    "cosmos": _cosmos_problems,
-}
-STORAGE_BACKENDS = tuple(STORAGE_CHECKS)
+#: Every STORAGE value, in the order the documentation lists them (the backends are declared in storage/registry.py).
+STORAGE_BACKENDS = tuple(backend.name for backend in BACKENDS)
 
 
 def setting_names() -> frozenset[str]:
-    """Every environment variable ``load_settings`` reads (for tests, templates and documentation checks)."""
+    """Every environment variable ``load_settings`` reads, with each storage backend chosen in turn (for tests,
+    templates and documentation checks)."""
     asked: set[str] = set()
 
     class Recording(dict[str, str]):
@@ -179,19 +98,18 @@ def setting_names() -> frozenset[str]:
             asked.add(name)
             return super().get(name, default)
 
-    with contextlib.suppress(ConfigError):
-        load_settings(Recording())
+    for name in STORAGE_BACKENDS:
+        with contextlib.suppress(ConfigError):
+            load_settings(Recording(STORAGE=name))
     return frozenset(asked)
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build ``Settings`` from variables, raising ``ConfigError`` that lists every invalid one."""
-    problems: list[str] = []
+    variables = Variables(environ)
+    problems = variables.problems
+    get = variables.get
     defaults = Settings()
-
-    def get(name: str, default: str) -> str:
-        value = environ.get(name)
-        return default if value is None or value.strip() == "" else value.strip()
 
     host = get("HOST", defaults.host)
 
@@ -212,32 +130,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         problems.append(f"MicrosoftAppTenantId is required when MicrosoftAppType={app_type}")
 
     storage = get("STORAGE", defaults.storage).lower()
-    if storage not in STORAGE_CHECKS:
+    backend = backend_named(storage)
+    store = defaults.store
+    if backend is None:
         problems.append(f"STORAGE={storage!r} is not one of {', '.join(STORAGE_BACKENDS)}")
-
-    sqlite_path = Path(get("SQLITE_PATH", str(defaults.sqlite_path))).expanduser()
-    azure_connection_string = get("AZURE_STORAGE_CONNECTION_STRING", "")
-    azure_account_url = get("AZURE_STORAGE_ACCOUNT_URL", "")
-    blob_container = get("BLOB_CONTAINER", defaults.blob_container)
-    table_name = get("TABLE_NAME", defaults.table_name)
-    cosmos_endpoint = get("COSMOS_ENDPOINT", "")
-    cosmos_key = get("COSMOS_KEY", "")
-    cosmos_database = get("COSMOS_DATABASE", defaults.cosmos_database)
-    cosmos_container = get("COSMOS_CONTAINER", defaults.cosmos_container)
-    check_storage = STORAGE_CHECKS.get(storage)
-    if check_storage is not None:
-        problems.extend(
-            check_storage(
-                sqlite_path=sqlite_path,
-                azure_storage_connection_string=azure_connection_string,
-                azure_storage_account_url=azure_account_url,
-                blob_container=blob_container,
-                table_name=table_name,
-                cosmos_endpoint=cosmos_endpoint,
-                cosmos_database=cosmos_database,
-                cosmos_container=cosmos_container,
-            )
-        )
+    else:
+        store = backend.read(variables)  # its variables, each bad one added to problems
 
     web_concurrency = _whole_number(get, "WEB_CONCURRENCY", defaults.web_concurrency, 1, 64, problems)
     turn_retries = _whole_number(get, "TURN_RETRIES", defaults.turn_retries, 1, 10, problems)
@@ -276,17 +174,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         app_password=app_password,
         app_type=app_type,
         app_tenant_id=app_tenant_id,
-        storage=storage,
-        sqlite_path=sqlite_path,
+        store=store,
         log_level=log_level,
-        azure_storage_connection_string=azure_connection_string,
-        azure_storage_account_url=azure_account_url,
-        blob_container=blob_container,
-        table_name=table_name,
-        cosmos_endpoint=cosmos_endpoint,
-        cosmos_key=cosmos_key,
-        cosmos_database=cosmos_database,
-        cosmos_container=cosmos_container,
         web_concurrency=web_concurrency,
         turn_retries=turn_retries,
         to_bot_from_channel_token_issuer=cloud["ToBotFromChannelTokenIssuer"],
@@ -331,9 +220,9 @@ def url_problem(url: str) -> str | None:
 
 def worker_count_problem(settings: Settings, workers: int) -> str | None:
     """Why ``settings`` cannot be served by ``workers`` processes, or None."""
-    if settings.storage == "memory" and workers > 1:
+    if not settings.store.shared_by_processes and workers > 1:
         return (
-            f"STORAGE=memory cannot be shared by {workers} worker processes (WEB_CONCURRENCY={workers}): "
+            f"STORAGE={settings.storage} cannot be shared by {workers} worker processes (WEB_CONCURRENCY={workers}): "
             "each would keep its own copy of every user. Use STORAGE=sqlite, or WEB_CONCURRENCY=1"
         )
     return None

@@ -36,7 +36,6 @@ from typing import Any
 import aiohttp
 import jwt
 from azure.core.exceptions import AzureError
-from azure.identity.aio import ManagedIdentityCredential
 from botbuilder.integration.aiohttp import ConfigurationBotFrameworkAuthentication
 from botbuilder.schema import Activity
 from botframework.connector.auth import (
@@ -494,6 +493,9 @@ class BotAuthentication(BotFrameworkAuthentication):
 
     async def _managed_identity_token(self, full_scope: str) -> _Token:
         if self._managed_identity is None:
+            # Imported here: only a UserAssignedMSI bot needs azure-identity (~20 ms of start-up for every other).
+            from azure.identity.aio import ManagedIdentityCredential
+
             self._managed_identity = ManagedIdentityCredential(client_id=self._app_id)
         try:
             access = await asyncio.wait_for(self._managed_identity.get_token(full_scope), LOGIN_TIMEOUT)

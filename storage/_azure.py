@@ -1,17 +1,21 @@
-"""What the Azure Storage backends (``storage.blob``, ``storage.table``) share.
+"""What the Azure backends (``storage.blob``, ``storage.table``, ``storage.cosmos``) share.
 
 * ``AzureErrors``: turns ``azure.core`` exceptions into ours. Every ``AzureError`` (HTTP errors, connection
   failures, timeouts, credential failures) becomes a ``StorageError`` naming the backend, the action and the
   key, with the SDK's exception chained; the backends decide which status codes mean "absent" or "conflict".
-* ``open_credential``: the managed-identity / developer credential for ``AZURE_STORAGE_ACCOUNT_URL``.
-* Timeouts: ``open_client`` and ``direct_transport`` put ``connection_timeout`` / ``read_timeout`` on the
-  transport itself, because the SDKs apply those client options only to a transport they build (next to ours
-  they are silently dropped and 300 s applies); ``OPERATION_TIMEOUT_S`` caps one whole operation.
+* ``open_credential`` / ``close_credential`` / ``close_quietly``: the managed-identity / developer credential
+  (``AZURE_STORAGE_ACCOUNT_URL``, or ``COSMOS_ENDPOINT`` without a key), and closing what an open that failed
+  made.
+* Timeouts: ``turn_friendly_options`` gives every backend's client the same bounded timeouts; ``open_client`` and
+  ``direct_transport`` put ``connection_timeout`` / ``read_timeout`` on the transport itself, because the
+  Storage SDKs apply those client options only to a transport they build (next to ours they are silently
+  dropped and 300 s applies); ``OPERATION_TIMEOUT_S`` caps one whole operation.
+* ``public_url`` / ``public_host``: an endpoint without what must not be logged (a SAS token, user info).
 * ``Healer``: re-creates a deleted container or table on the next call that fails because of it, at most once
   per ``HEAL_INTERVAL_S``.
 
-The SDK imports stay inside ``storage.blob`` / ``storage.table`` and this module, which ``build_storage`` only
-imports when an Azure backend is chosen.
+The SDK imports stay inside the Azure backends' modules and this one, which are imported only when an Azure
+backend is opened (see ``storage/registry.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from .base import StorageError
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-    from config import Settings
+    from .registry import AzureStorageSettings
 
 logger = logging.getLogger(__name__)
 
@@ -93,11 +97,28 @@ class AzureErrors:
 def public_url(url: str) -> str:
     """``url`` without its query (a SAS token lives there) or user info: safe to log."""
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    return urlunsplit((parts.scheme, public_host(url), parts.path, "", ""))
+
+
+def public_host(url: str) -> str:
+    """The host (and port) of ``url`` without user info, or ``url`` itself when it has none: safe to log."""
+    return urlsplit(url).netloc.rpartition("@")[2] or url
+
+
+def turn_friendly_options(**retry_options: Any) -> dict[str, Any]:
+    """Client options for a store that a user's turn waits on: bounded timeouts and the backend's few, quick retries.
+
+    The SDKs' defaults allow 300 s (Storage) or 65 s (Cosmos) per request and retry after 15 s, 24 s and 42 s: a
+    dead account would hold a turn for minutes. ``retry_options`` are the backend's own retry settings (the
+    Storage and Cosmos SDKs spell them differently). ``open_client`` moves the timeouts to the transport it builds;
+    the Cosmos SDK sends them with each request itself. ``operation_timeout`` on each store caps one whole
+    operation, retries included.
+    """
+    return {"connection_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S, **retry_options}
 
 
 async def open_client[C](
-    settings: Settings, backend: str, client_class: type[C], resource: str, client_options: dict[str, Any]
+    settings: AzureStorageSettings, backend: str, client_class: type[C], resource: str, client_options: dict[str, Any]
 ) -> tuple[C, AsyncTokenCredential | None]:
     """A blob ``ContainerClient`` or ``TableClient`` for ``resource``, and the credential it owns (if any).
 
@@ -111,18 +132,18 @@ async def open_client[C](
             connection_timeout=client_options.pop("connection_timeout", CONNECT_TIMEOUT_S),
             read_timeout=client_options.pop("read_timeout", READ_TIMEOUT_S),
         )
-    if settings.azure_storage_connection_string:
+    if settings.connection_string:
         try:
             client = client_class.from_connection_string(  # type: ignore[attr-defined]
-                settings.azure_storage_connection_string, resource, **client_options
+                settings.connection_string, resource, **client_options
             )
         except ValueError as err:  # the SDK's message quotes no secret, and neither does ours
             raise StorageError(f"AZURE_STORAGE_CONNECTION_STRING is not usable for {backend} storage: {err}") from err
         return client, None
-    if settings.azure_storage_account_url:
+    if settings.account_url:
         credential = open_credential()
         try:
-            client = client_class(settings.azure_storage_account_url, resource, credential=credential, **client_options)
+            client = client_class(settings.account_url, resource, credential=credential, **client_options)
         except ValueError as err:
             await close_credential(credential)
             raise StorageError(f"AZURE_STORAGE_ACCOUNT_URL is not usable for {backend} storage: {err}") from err
@@ -234,3 +255,13 @@ async def close_credential(credential: AsyncTokenCredential | None) -> None:
         await credential.close()
     except (AzureError, OSError) as err:  # pragma: no cover - depends on the credential chain
         logger.warning("closing the Azure credential failed: %s", err)
+
+
+async def close_quietly(what: str, client: Any, credential: AsyncTokenCredential | None) -> None:
+    """Close a client (and its credential) that an open which failed made; a close failure must not hide why the
+    open failed, so it is logged, not raised. ``what`` names the backend in the log line."""
+    try:
+        await client.close()
+    except (AzureError, OSError):
+        logger.warning("%s: closing the client after a failed open also failed", what, exc_info=True)
+    await close_credential(credential)

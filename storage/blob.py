@@ -36,9 +36,7 @@ from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobClient, ContainerClient, LinearRetry
 
 from ._azure import (
-    CONNECT_TIMEOUT_S,
     OPERATION_TIMEOUT_S,
-    READ_TIMEOUT_S,
     REAL_KEY,
     AzureErrors,
     Healer,
@@ -48,6 +46,7 @@ from ._azure import (
     open_client,
     public_url,
     status_of,
+    turn_friendly_options,
 )
 from .base import CorruptRecordError, ETagConflictError, StateStorage, StorageError, StoredRecord
 from .keys import escape_blob_name
@@ -55,7 +54,7 @@ from .keys import escape_blob_name
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-    from config import Settings
+    from .registry import BlobSettings
 
 logger = logging.getLogger(__name__)
 
@@ -208,30 +207,22 @@ class BlobStorage(StateStorage):
         return json.dumps(envelope["document"], ensure_ascii=False, separators=(",", ":"))
 
 
-def turn_friendly_options() -> dict[str, Any]:
-    """Client options for a store that a user's turn waits on: a few quick retries and bounded timeouts.
-
-    The SDK's defaults retry after 15 s, 24 s and 42 s and allow 300 s per request: a dead account would hold a
-    turn for minutes. The timeouts go to the transport (``open_client`` builds it; the SDK ignores them next to
-    a transport of ours), and ``BlobStorage.operation_timeout`` caps one whole operation, retries included.
-    """
-    return {
-        "retry_policy": LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=2),
-        "connection_timeout": CONNECT_TIMEOUT_S,
-        "read_timeout": READ_TIMEOUT_S,
-    }
-
-
-async def open_blob_storage(settings: Settings, **client_options: Any) -> BlobStorage:
-    """Connect to ``settings.blob_container`` (creating it if missing) and check that it answers.
+async def open_blob_storage(settings: BlobSettings, **client_options: Any) -> BlobStorage:
+    """Connect to ``settings.container`` (creating it if missing) and check that it answers.
 
     Uses ``AZURE_STORAGE_CONNECTION_STRING`` when set, else ``AZURE_STORAGE_ACCOUNT_URL`` (the account's blob
     endpoint, ``https://<account>.blob.core.windows.net``) with ``DefaultAzureCredential``. ``client_options``
-    go to the SDK client (``retry_total``, ``connection_timeout``, ``read_timeout``, ...). Raises
-    ``StorageError`` if the container cannot be reached or created.
+    go to the SDK client (``retry_total``, ``connection_timeout``, ``read_timeout``, ...) over
+    ``turn_friendly_options``. Raises ``StorageError`` if the container cannot be reached or created.
     """
+    # A short linear retry instead of the SDK's exponential one (15 s, 24 s, 42 s).
+    retry = LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=2)
     container, credential = await open_client(
-        settings, "blob", ContainerClient, settings.blob_container, {**turn_friendly_options(), **client_options}
+        settings,
+        "blob",
+        ContainerClient,
+        settings.container,
+        {**turn_friendly_options(retry_policy=retry), **client_options},
     )
     storage = BlobStorage(container, credential=credential)
     try:

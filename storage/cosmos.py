@@ -34,7 +34,6 @@ import json
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
@@ -48,7 +47,16 @@ from azure.cosmos.exceptions import (
 )
 from azure.cosmos.http_constants import SubStatusCodes
 
-from ._azure import CONNECT_TIMEOUT_S, OPERATION_TIMEOUT_S, READ_TIMEOUT_S, Healer, direct_transport
+from ._azure import (
+    OPERATION_TIMEOUT_S,
+    Healer,
+    close_credential,
+    close_quietly,
+    direct_transport,
+    open_credential,
+    public_host,
+    turn_friendly_options,
+)
 from .base import (
     EXPIRES_AT,
     CorruptRecordError,
@@ -63,7 +71,7 @@ from .keys import escape_cosmos_key
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-    from config import Settings
+    from .registry import CosmosSettings
 
 logger = logging.getLogger(__name__)
 
@@ -123,36 +131,32 @@ class CosmosStorage(StateStorage):
         self._database = database
 
     @classmethod
-    async def open(cls, settings: Settings, **client_options: Any) -> Self:
-        """Connect to ``settings.cosmos_endpoint`` and make sure the database and container exist.
+    async def open(cls, settings: CosmosSettings, **client_options: Any) -> Self:
+        """Connect to ``settings.endpoint`` and make sure the database and container exist.
 
-        Signs in with ``settings.cosmos_key`` when set, otherwise with ``DefaultAzureCredential`` (managed
+        Signs in with ``settings.key`` when set, otherwise with ``DefaultAzureCredential`` (managed
         identity, Azure CLI, ...). ``client_options`` go to ``CosmosClient`` as keyword arguments (tests use them
         for TLS verification and retry limits). Raises ``StorageError`` if the account cannot be reached, or if an
         existing container is not partitioned on ``/id``.
         """
-        credential: AsyncTokenCredential | None = None
-        if not settings.cosmos_key:
-            from azure.identity.aio import DefaultAzureCredential
-
-            credential = DefaultAzureCredential()
+        credential = None if settings.key else open_credential()
         client = CosmosClient(
-            settings.cosmos_endpoint,
-            credential=settings.cosmos_key or credential,
+            settings.endpoint,
+            credential=settings.key or credential,
             enable_compact_utf8_item_writes=True,
             **client_options,
         )
-        where = f"{_host_of(settings.cosmos_endpoint)}, database {settings.cosmos_database!r}"
+        where = f"{public_host(settings.endpoint)}, database {settings.database!r}"
         try:
-            database = await client.create_database_if_not_exists(id=settings.cosmos_database)
+            database = await client.create_database_if_not_exists(id=settings.database)
             container, properties = await database.create_container_if_not_exists(
-                id=settings.cosmos_container,
+                id=settings.container,
                 partition_key=PartitionKey(path=PARTITION_KEY_PATH),
                 default_ttl=-1,  # per-item TTL on, no default: items without "ttl" live forever
                 return_properties=True,
             )
         except AzureError as err:
-            await _close_quietly(client, credential)
+            await close_quietly("cosmos", client, credential)
             first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
             hint = ""
             if credential is not None and isinstance(err, CosmosHttpResponseError) and err.status_code == 403:
@@ -161,19 +165,19 @@ class CosmosStorage(StateStorage):
                     "them beforehand and grant the identity the 'Cosmos DB Built-in Data Contributor' role)"
                 )
             raise StorageError(
-                f"cosmos: cannot open container {settings.cosmos_container!r} at {where}: {first_line}{hint}"
+                f"cosmos: cannot open container {settings.container!r} at {where}: {first_line}{hint}"
             ) from err
         except BaseException:
-            await _close_quietly(client, credential)
+            await close_quietly("cosmos", client, credential)
             raise
         paths = (properties.get("partitionKey") or {}).get("paths")
         if paths != [PARTITION_KEY_PATH]:
-            await _close_quietly(client, credential)
+            await close_quietly("cosmos", client, credential)
             raise StorageError(
-                f"cosmos: container {settings.cosmos_container!r} at {where} is partitioned on {paths!r}, not "
+                f"cosmos: container {settings.container!r} at {where} is partitioned on {paths!r}, not "
                 f"[{PARTITION_KEY_PATH!r}]; point COSMOS_CONTAINER at a container partitioned on {PARTITION_KEY_PATH}"
             )
-        return cls(container, client, endpoint=settings.cosmos_endpoint, credential=credential, database=database)
+        return cls(container, client, endpoint=settings.endpoint, credential=credential, database=database)
 
     @property
     def database_id(self) -> str:
@@ -290,11 +294,12 @@ class CosmosStorage(StateStorage):
         try:
             await self._client.close()
         finally:
-            if self._credential is not None:
-                await self._credential.close()
+            await close_credential(self._credential)
 
     def describe(self) -> str:
-        return f"cosmos at {_host_of(self._endpoint)}, database {self.database_id!r}, container {self.container_id!r}"
+        return (
+            f"cosmos at {public_host(self._endpoint)}, database {self.database_id!r}, container {self.container_id!r}"
+        )
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
@@ -357,36 +362,11 @@ def _is_missing_container(cause: BaseException) -> bool:
     )
 
 
-def _host_of(endpoint: str) -> str:
-    parts = urlsplit(endpoint)
-    return parts.netloc.rpartition("@")[2] or endpoint
+async def open_cosmos_storage(settings: CosmosSettings, **client_options: Any) -> CosmosStorage:
+    """Open the Cosmos DB backend ``settings`` describe; see :meth:`CosmosStorage.open`.
 
-
-def turn_friendly_options() -> dict[str, Any]:
-    """Client options for a store that a user's turn waits on: bounded request time, few connection retries.
-
-    The Cosmos SDK passes its own ``connection_timeout`` / ``read_timeout`` (default 65 s) with every request,
-    so here they are client options (they reach the transport through each request); the transport gets the
-    same values for anything else. ``CosmosStorage.operation_timeout`` caps one whole operation.
+    ``client_options`` go to ``CosmosClient`` over ``turn_friendly_options`` (the SDK sends the timeouts with each
+    request; the transport gets them too, for anything else).
     """
-    return {
-        "connection_timeout": CONNECT_TIMEOUT_S,
-        "read_timeout": READ_TIMEOUT_S,
-        "retry_total": 2,
-        "transport": direct_transport(),
-    }
-
-
-async def open_cosmos_storage(settings: Settings, **client_options: Any) -> CosmosStorage:
-    """Open the Cosmos DB backend ``settings`` describe; see :meth:`CosmosStorage.open`."""
-    return await CosmosStorage.open(settings, **{**turn_friendly_options(), **client_options})
-
-
-async def _close_quietly(client: CosmosClient, credential: AsyncTokenCredential | None) -> None:
-    """Close what ``open_cosmos_storage`` made when it cannot hand it over; a close failure must not hide why."""
-    try:
-        await client.close()
-        if credential is not None:
-            await credential.close()
-    except (AzureError, OSError):
-        logger.warning("cosmos: closing the client after a failed open also failed", exc_info=True)
+    options = turn_friendly_options(retry_total=2, transport=direct_transport())
+    return await CosmosStorage.open(settings, **{**options, **client_options})

@@ -40,9 +40,7 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from ._azure import (
-    CONNECT_TIMEOUT_S,
     OPERATION_TIMEOUT_S,
-    READ_TIMEOUT_S,
     REAL_KEY,
     AzureErrors,
     Healer,
@@ -52,6 +50,7 @@ from ._azure import (
     open_client,
     public_url,
     status_of,
+    turn_friendly_options,
 )
 from .base import (
     CorruptRecordError,
@@ -66,7 +65,7 @@ from .keys import ESCAPE_CHAR, escape_table_key, utf16_units
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-    from config import Settings
+    from .registry import TableSettings
 
 logger = logging.getLogger(__name__)
 
@@ -258,27 +257,16 @@ class TableStorage(StateStorage):
         return "".join(pieces)
 
 
-def turn_friendly_options() -> dict[str, Any]:
-    """Client options for a store that a user's turn waits on (the SDK's default request timeout is 300 s)."""
-    return {
-        "retry_total": 2,
-        "retry_backoff_factor": 0.4,
-        "connection_timeout": CONNECT_TIMEOUT_S,
-        "read_timeout": READ_TIMEOUT_S,
-    }
-
-
-async def open_table_storage(settings: Settings, **client_options: Any) -> TableStorage:
-    """Connect to ``settings.table_name`` (creating it if missing) and check that it answers.
+async def open_table_storage(settings: TableSettings, **client_options: Any) -> TableStorage:
+    """Connect to ``settings.table`` (creating it if missing) and check that it answers.
 
     Uses ``AZURE_STORAGE_CONNECTION_STRING`` when set, else ``AZURE_STORAGE_ACCOUNT_URL`` (the account's table
     endpoint, ``https://<account>.table.core.windows.net``) with ``DefaultAzureCredential``. ``client_options``
-    go to the SDK client (``retry_total``, ``connection_timeout``, ``read_timeout``, ...). Raises
-    ``StorageError`` if the table cannot be reached or created.
+    go to the SDK client (``retry_total``, ``connection_timeout``, ``read_timeout``, ...) over
+    ``turn_friendly_options``. Raises ``StorageError`` if the table cannot be reached or created.
     """
-    table, credential = await open_client(
-        settings, "table", TableClient, settings.table_name, {**turn_friendly_options(), **client_options}
-    )
+    options = turn_friendly_options(retry_total=2, retry_backoff_factor=0.4)
+    table, credential = await open_client(settings, "table", TableClient, settings.table, {**options, **client_options})
     storage = TableStorage(table, credential=credential)
     try:
         await ensure_exists(storage._probe, table.create_table, "TableNotFound", storage.describe())

@@ -38,7 +38,7 @@ from typing import IO, Any
 import pytest
 from aiohttp import web
 
-from config import Settings
+from config import Settings, load_settings
 from storage import StateStorage
 from tests.processes import ROOT, free_port
 
@@ -231,15 +231,21 @@ def azurite() -> Iterator[Azurite]:
             server.stop()
 
 
-def scratch_settings(server: Azurite, storage: str) -> Settings:
-    """Settings for a fresh, uniquely named container or table on ``server``."""
+def scratch_environment(server: Azurite, storage: str) -> dict[str, str]:
+    """The variables of a ``blob`` or ``table`` store on a fresh, uniquely named container or table on ``server``
+    (for a bot started as a process)."""
     suffix = uuid.uuid4().hex[:20]
-    return Settings(
-        storage=storage,
-        azure_storage_connection_string=server.connection_string,
-        blob_container=f"test-{suffix}",
-        table_name=f"test{suffix}",
-    )
+    return {
+        "STORAGE": storage,
+        "AZURE_STORAGE_CONNECTION_STRING": server.connection_string,
+        "BLOB_CONTAINER": f"test-{suffix}",
+        "TABLE_NAME": f"test{suffix}",
+    }
+
+
+def scratch_settings(server: Azurite, storage: str) -> Settings:
+    """Settings, read by ``config.load_settings``, for a fresh, uniquely named container or table on ``server``."""
+    return load_settings(scratch_environment(server, storage))
 
 
 async def open_scratch_blob_storage(server: Azurite) -> StateStorage:
@@ -247,7 +253,7 @@ async def open_scratch_blob_storage(server: Azurite) -> StateStorage:
     from storage.blob import open_blob_storage
 
     server.ensure_running()
-    return await open_blob_storage(scratch_settings(server, "blob"), **FAST_FAIL_CLIENT_OPTIONS)
+    return await open_blob_storage(scratch_settings(server, "blob").store, **FAST_FAIL_CLIENT_OPTIONS)
 
 
 async def open_scratch_table_storage(server: Azurite) -> StateStorage:
@@ -255,7 +261,7 @@ async def open_scratch_table_storage(server: Azurite) -> StateStorage:
     from storage.table import open_table_storage
 
     server.ensure_running()
-    return await open_table_storage(scratch_settings(server, "table"), **FAST_FAIL_CLIENT_OPTIONS)
+    return await open_table_storage(scratch_settings(server, "table").store, **FAST_FAIL_CLIENT_OPTIONS)
 
 
 class FakeEndpoint:

@@ -1,7 +1,9 @@
 """How the contract suite gets a fresh, empty store of each backend.
 
 Each factory receives the pytest ``request`` (to pull in service fixtures such as Azurite lazily, so a run that
-selects only ``memory`` starts nothing) and a private temporary folder. Add a backend by adding a factory here.
+selects only ``memory`` starts nothing) and a private temporary folder. Every backend declared in
+``storage/registry.py`` needs a factory here (tests/test_config.py checks it); factories for extra targets of a
+backend (``cosmos-real``) may be added too.
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ from urllib.parse import urlsplit
 import pytest
 from azure.core.exceptions import AzureError
 
-from config import Settings
 from storage.cosmos import CosmosStorage
+from storage.registry import CosmosSettings
 from tests.processes import ROOT
 
 logger = logging.getLogger(__name__)
@@ -267,14 +267,8 @@ class CosmosTarget:
     client_options: dict[str, Any]
     database: str = "bot-state-tests"
 
-    def settings(self, container: str) -> Settings:
-        return Settings(
-            storage="cosmos",
-            cosmos_endpoint=self.endpoint,
-            cosmos_key=self.key,
-            cosmos_database=self.database,
-            cosmos_container=container,
-        )
+    def settings(self, container: str) -> CosmosSettings:
+        return CosmosSettings(endpoint=self.endpoint, key=self.key, database=self.database, container=container)
 
 
 class ScratchCosmosStorage(CosmosStorage):

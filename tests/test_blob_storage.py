@@ -16,10 +16,10 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob.aio import ContainerClient
 
-from config import Settings
 from storage import CorruptRecordError, ETagConflictError, StorageError
 from storage.blob import BlobStorage, open_blob_storage
 from storage.keys import escape_blob_name
+from storage.registry import BlobSettings
 from tests import azurite as azurite_module
 from tests.azurite import (
     ACCOUNT_KEY,
@@ -174,7 +174,7 @@ async def test_a_dead_azurite_fails_fast_and_the_same_store_recovers_after_a_res
 
 
 async def test_open_creates_the_container_once_and_describe_hides_the_key(azurite: Azurite) -> None:
-    settings = scratch_settings(azurite, "blob")
+    settings = scratch_settings(azurite, "blob").store
     first = await open_blob_storage(settings, **FAST_FAIL_CLIENT_OPTIONS)
     try:
         await first.write({KEY: {"v": 1}})
@@ -184,7 +184,7 @@ async def test_open_creates_the_container_once_and_describe_hides_the_key(azurit
         finally:
             await second.close()
         description = first.describe()
-        assert settings.blob_container in description
+        assert settings.container in description
         assert "devstoreaccount1" in description
         assert ACCOUNT_KEY not in description
         assert "AccountKey" not in description
@@ -194,7 +194,7 @@ async def test_open_creates_the_container_once_and_describe_hides_the_key(azurit
 
 async def test_open_fails_with_a_storage_error_when_the_service_refuses() -> None:
     async with FakeEndpoint(403, "AuthorizationFailure") as fake:
-        settings = Settings(storage="blob", azure_storage_connection_string=fake.connection_string)
+        settings = BlobSettings(connection_string=fake.connection_string)
         with pytest.raises(StorageError, match=r"cannot open blob container 'bot-state'.*HTTP 403"):
             await open_blob_storage(settings, **FAST_FAIL_CLIENT_OPTIONS)
 
@@ -221,7 +221,7 @@ async def test_the_account_url_path_closes_its_credential_when_opening_fails(
     async with FakeEndpoint(500) as fake:
         # http: the SDK refuses a token over plain HTTP; https: the fake endpoint speaks no TLS.
         url = f"{scheme}://127.0.0.1:{fake.port}/devstoreaccount1"
-        settings = Settings(storage="blob", azure_storage_account_url=url)
+        settings = BlobSettings(account_url=url)
         with pytest.raises(StorageError):
             await open_blob_storage(settings, **FAST_FAIL_CLIENT_OPTIONS)
     assert credential.closed

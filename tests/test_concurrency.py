@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from storage import build_storage
-from tests.azurite import scratch_settings
+from tests.azurite import scratch_environment
 from tests.channel import Conversation, FakeChannel, Reply
 from tests.processes import GunicornProcess
 
@@ -87,13 +87,7 @@ async def test_a_hot_conversation_on_sqlite_loses_no_turn(
 async def test_a_hot_conversation_on_blob_loses_no_turn(
     tmp_path: Path, http: aiohttp.ClientSession, channel: FakeChannel, azurite
 ) -> None:
-    scratch = scratch_settings(azurite, "blob")
-    settings = {
-        "STORAGE": "blob",
-        "AZURE_STORAGE_CONNECTION_STRING": scratch.azure_storage_connection_string,
-        "BLOB_CONTAINER": scratch.blob_container,
-    }
-    async with _serve(tmp_path, 2, **settings) as server:
+    async with _serve(tmp_path, 2, **scratch_environment(azurite, "blob")) as server:
         await _hot_conversation(Conversation(http, server.messages_url, channel), server)
 
 

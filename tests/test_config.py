@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from config import STORAGE_CHECKS, ConfigError, Settings, load_settings, setting_names, settings_from_environment
-from storage import OPENERS
-from tests.backends import BACKENDS
+from config import ConfigError, Settings, load_settings, setting_names, settings_from_environment, worker_count_problem
+from storage.registry import BACKENDS, CosmosSettings, SqliteSettings, backend_named
+from tests.backends import BACKENDS as CONTRACT_FACTORIES
 from tests.processes import ROOT
 
 
@@ -18,7 +18,7 @@ def test_defaults_are_local_and_sqlite() -> None:
 
     assert settings == Settings()
     assert (settings.host, settings.port, settings.storage) == ("127.0.0.1", 3978, "sqlite")  # documented defaults
-    assert settings.sqlite_path == Path(".state/bot.sqlite3")
+    assert settings.store == SqliteSettings(Path(".state/bot.sqlite3"))
     assert not settings.auth_enabled
 
 
@@ -110,7 +110,7 @@ def test_the_sqlite_path_is_only_checked_when_sqlite_is_used(tmp_path: Path) -> 
 def test_a_missing_sqlite_folder_is_fine_and_not_created_by_loading(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "bot.sqlite3"
 
-    assert load_settings({"SQLITE_PATH": str(path)}).sqlite_path == path
+    assert load_settings({"SQLITE_PATH": str(path)}).store == SqliteSettings(path)
     assert not (tmp_path / "a").exists()
 
 
@@ -185,10 +185,70 @@ def test_times_to_live_are_durations_or_off() -> None:
     assert load_settings({"CONVERSATION_TTL": "off"}).conversation_ttl is None
 
 
-def test_every_storage_backend_is_checked_opened_and_in_the_contract_suite() -> None:
-    """Adding a backend: an entry in config.STORAGE_CHECKS, storage.OPENERS and tests/backends.BACKENDS."""
-    assert set(STORAGE_CHECKS) == set(OPENERS)
-    assert set(STORAGE_CHECKS) <= set(BACKENDS)
+def test_every_registered_backend_is_in_the_contract_suite() -> None:
+    """Adding a backend: its declaration in storage/registry.py, and a factory in tests/backends.py so the contract
+    suite covers it."""
+    names = [backend.name for backend in BACKENDS]
+
+    assert len(names) == len(set(names)), "two backends answer to one STORAGE value"
+    assert set(names) <= set(CONTRACT_FACTORIES)
+    assert all(backend_named(name) is backend for name, backend in zip(names, BACKENDS, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("storage", "environ"),
+    [
+        ("sqlite", {}),
+        ("memory", {}),
+        ("blob", {"AZURE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true"}),
+        ("table", {"AZURE_STORAGE_ACCOUNT_URL": "https://acct.table.core.windows.net"}),
+        ("cosmos", {"COSMOS_ENDPOINT": "https://acct.documents.azure.com:443/"}),
+    ],
+)
+def test_storage_chooses_the_backend_whose_group_becomes_settings_store(
+    storage: str, environ: dict[str, str], tmp_path: Path
+) -> None:
+    settings = load_settings({"STORAGE": storage, "SQLITE_PATH": str(tmp_path / "bot.sqlite3"), **environ})
+
+    assert type(settings.store) is backend_named(storage)
+    assert settings.storage == storage
+
+
+def test_a_backend_group_is_read_from_its_own_variables() -> None:
+    settings = load_settings(
+        {
+            "STORAGE": "cosmos",
+            "COSMOS_ENDPOINT": "https://acct.documents.azure.com:443/",
+            "COSMOS_KEY": "a2V5",
+            "COSMOS_CONTAINER": "state",
+            "BLOB_CONTAINER": "ignored-here",
+        }
+    )
+
+    assert settings.store == CosmosSettings(
+        endpoint="https://acct.documents.azure.com:443/", key="a2V5", database="bot-state", container="state"
+    )
+    assert "a2V5" not in repr(settings)
+
+
+def test_backend_problems_join_the_general_ones_in_one_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"STORAGE": "cosmos", "COSMOS_DATABASE": "a#b", "PORT": "http"})
+
+    assert len(caught.value.problems) == 3
+    assert [problem.split("=")[0].split()[0] for problem in caught.value.problems] == [
+        "PORT",
+        "STORAGE",
+        "COSMOS_DATABASE",
+    ]
+
+
+def test_only_a_per_process_store_limits_the_worker_count() -> None:
+    memory = load_settings({"STORAGE": "memory"})
+
+    assert "STORAGE=memory cannot be shared by 2 worker processes" in (worker_count_problem(memory, 2) or "")
+    assert worker_count_problem(memory, 1) is None
+    assert worker_count_problem(load_settings({}), 8) is None
 
 
 def test_the_example_env_file_names_every_setting() -> None:

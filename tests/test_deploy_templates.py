@@ -23,6 +23,7 @@ import pytest
 
 from config import STORAGE_BACKENDS, ConfigError, load_settings
 from deploymentTemplates.generate import expected_text
+from storage.registry import BlobSettings, CosmosSettings, TableSettings
 from tests.arm import (
     TEMPLATES,
     ArmSchemas,
@@ -382,23 +383,18 @@ def test_the_app_settings_give_config_py_a_working_configuration(store: str, app
     account = evaluator.parameter("storageAccountName")
 
     assert settings.storage == store
-    assert settings.azure_storage_connection_string == ""
-    assert settings.cosmos_key == ""
     assert settings_env["SCM_DO_BUILD_DURING_DEPLOYMENT"] == "true"
     assert settings.web_concurrency == 2
     assert settings.log_level == "INFO"
     assert settings_env["AZURE_CLIENT_ID"] == IDENTITY_CLIENT_ID
+    # Each store whole, with its defaults: reached with the identity, so no connection string and no key.
     if store == "blob":
-        assert settings.azure_storage_account_url == f"https://{account}.blob.core.windows.net"
-        assert settings.blob_container == "bot-state"
+        assert settings.store == BlobSettings(account_url=f"https://{account}.blob.core.windows.net")
     elif store == "table":
-        assert settings.azure_storage_account_url == f"https://{account}.table.core.windows.net"
-        assert settings.table_name == "BotState"
+        assert settings.store == TableSettings(account_url=f"https://{account}.table.core.windows.net")
     elif store == "cosmos":
-        assert (
-            settings.cosmos_endpoint == f"https://{evaluator.parameter('cosmosAccountName')}.documents.azure.com:443/"
-        )
-        assert (settings.cosmos_database, settings.cosmos_container) == ("bot-state", "bot-state")
+        endpoint = f"https://{evaluator.parameter('cosmosAccountName')}.documents.azure.com:443/"
+        assert settings.store == CosmosSettings(endpoint=endpoint)
 
     assert settings.app_type == app_type
     if app_type == "UserAssignedMSI":

@@ -245,10 +245,10 @@ async def victim(http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel
     )
     await talk.say("hi")
     await talk.say("Ada")
-    before = snapshot(settings.sqlite_path, talk.user_id, talk.conversation_id)
+    before = snapshot(settings.store.path, talk.user_id, talk.conversation_id)
     assert len(before) == 2
     yield before
-    assert snapshot(settings.sqlite_path, talk.user_id, talk.conversation_id) == before
+    assert snapshot(settings.store.path, talk.user_id, talk.conversation_id) == before
     reply = await talk.say("still me?")
     assert reply.text.startswith("Ada sent: still me?")
 

@@ -159,7 +159,7 @@ async def test_a_damaged_record_is_moved_aside_the_user_is_told_and_the_conversa
     await conversation.say("hi")
     await conversation.say("Ada")
     key = f"emulator/users/{conversation.user_id}"
-    with contextlib.closing(sqlite3.connect(settings.sqlite_path)) as db, db:
+    with contextlib.closing(sqlite3.connect(settings.store.path)) as db, db:
         db.execute("UPDATE bot_state SET document = '{broken' WHERE key = ?", (key,))
 
     reply = await conversation.say("hello")
@@ -167,7 +167,7 @@ async def test_a_damaged_record_is_moved_aside_the_user_is_told_and_the_conversa
     assert "damaged" in reply.texts[0]
     assert "What's your name?" in reply.text
     assert "Thanks, Grace!" in (await conversation.say("Grace")).text
-    with contextlib.closing(sqlite3.connect(settings.sqlite_path)) as db:
+    with contextlib.closing(sqlite3.connect(settings.store.path)) as db:
         kept = db.execute("SELECT key, document FROM bot_state WHERE key LIKE '\\_damaged/%' ESCAPE '\\'").fetchall()
     assert [(stored_key.startswith(f"_damaged/{key}/"), document) for stored_key, document in kept] == [
         (True, "{broken")

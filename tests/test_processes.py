@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.azurite import scratch_settings
+from tests.azurite import scratch_environment
 from tests.channel import Conversation, FakeChannel
 from tests.processes import BotProcess, run_app_expecting_failure
 
@@ -18,12 +19,7 @@ async def bot(request: pytest.FixtureRequest, tmp_path: Path):
     """``python app.py`` on a durable backend: an sqlite file, or a fresh container / table on Azurite."""
     settings = {"STORAGE": request.param, "SQLITE_PATH": str(tmp_path / "state" / "bot.sqlite3")}
     if request.param in ("blob", "table"):
-        scratch = scratch_settings(request.getfixturevalue("azurite"), request.param)
-        settings |= {
-            "AZURE_STORAGE_CONNECTION_STRING": scratch.azure_storage_connection_string,
-            "BLOB_CONTAINER": scratch.blob_container,
-            "TABLE_NAME": scratch.table_name,
-        }
+        settings |= scratch_environment(request.getfixturevalue("azurite"), request.param)
     process = BotProcess(tmp_path / "bot.log", **settings)
     try:
         yield process
@@ -69,6 +65,29 @@ async def test_sigterm_stops_the_bot_cleanly(tmp_path: Path):
 
     assert await bot.stop() == 0
     assert "Traceback" not in bot.log_path.read_text()
+
+
+class ImportTimedBot(BotProcess):
+    """``python -X importtime app.py``: every module the process imports, when it imports it, goes to its log."""
+
+    ARGS = ("-X", "importtime", "app.py")
+
+
+IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| +(\S+)$", re.MULTILINE)
+AZURE_SDKS = ("azure.storage", "azure.data", "azure.cosmos", "azure.identity")
+
+
+async def test_a_bot_on_sqlite_never_imports_an_azure_sdk(tmp_path: Path):
+    """Each backend's module (and SDK) is imported by its opener only (storage/registry.py). A bot on sqlite, up
+    and answering (so its store is open), has imported none of the Azure SDKs. (``azure.core`` comes with msrest,
+    which botbuilder needs, so it does not count.)"""
+    bot = ImportTimedBot(tmp_path / "bot.log", STORAGE="sqlite", SQLITE_PATH=str(tmp_path / "bot.sqlite3"))
+    await bot.start()
+    assert await bot.stop() == 0
+
+    imported = IMPORTED.findall(bot.log_path.read_text())
+    assert {"config", "storage.registry", "storage.sqlite", "botbuilder.core"} <= set(imported)  # the log is complete
+    assert [name for name in imported if name.startswith(AZURE_SDKS)] == []
 
 
 @pytest.mark.parametrize(

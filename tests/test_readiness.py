@@ -112,7 +112,7 @@ async def test_readyz_writes_one_heartbeat_record_per_process_not_a_users(
     for _ in range(3):
         assert await _ready(http, base) == (200, {"status": "ready", "storage": "sqlite"})
 
-    with contextlib.closing(sqlite3.connect(settings.sqlite_path)) as db:
+    with contextlib.closing(sqlite3.connect(settings.store.path)) as db:
         keys = [key for (key,) in db.execute("SELECT key FROM bot_state")]
     assert keys == [f"{HEARTBEAT_PREFIX}{socket.gethostname()}-{os.getpid()}"]
 
@@ -168,7 +168,7 @@ async def test_a_store_damaged_while_the_bot_runs_turns_readyz_503(
     base = bot_url.removesuffix("/api/messages")
     assert (await _ready(http, base))[0] == 200
 
-    with contextlib.closing(sqlite3.connect(settings.sqlite_path)) as db:
+    with contextlib.closing(sqlite3.connect(settings.store.path)) as db:
         version = db.execute("PRAGMA schema_version").fetchone()[0]
         db.execute("PRAGMA writable_schema = ON")
         db.execute("UPDATE sqlite_schema SET rootpage = 9999 WHERE name = 'bot_state'")

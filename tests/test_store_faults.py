@@ -24,10 +24,10 @@ import pytest_asyncio
 from aiohttp import web
 
 from app import create_app
-from config import Settings
 from storage import StorageError, build_storage
 from storage._azure import OPERATION_TIMEOUT_S
 from storage.cosmos import open_cosmos_storage
+from storage.registry import CosmosSettings
 from tests.azurite import Azurite, require_node, scratch_settings
 from tests.channel import Conversation, FakeChannel
 from tests.cosmos_server import LOCAL_CLIENT_OPTIONS, start_cosmos_server
@@ -116,9 +116,7 @@ async def test_a_paused_azurite_gives_503_within_30_s_and_the_next_turn_works(
 async def test_a_paused_cosmos_fails_a_storage_call_within_the_operation_timeout(tmp_path: Path) -> None:
     server = start_cosmos_server(tmp_path / "cosmos")
     try:
-        settings = Settings(
-            storage="cosmos", cosmos_endpoint=server.endpoint, cosmos_key=server.key, cosmos_container="paused"
-        )
+        settings = CosmosSettings(endpoint=server.endpoint, key=server.key, container="paused")
         storage = await open_cosmos_storage(settings, connection_verify=LOCAL_CLIENT_OPTIONS["connection_verify"])
         try:
             await storage.write({"k": {"v": 1}})

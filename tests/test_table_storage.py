@@ -14,9 +14,9 @@ import pytest_asyncio
 from azure.core.exceptions import HttpResponseError
 from azure.data.tables.aio import TableClient
 
-from config import Settings
 from storage import CorruptRecordError, ETagConflictError, RecordTooLargeError, StorageError
 from storage.keys import escape_table_key
+from storage.registry import TableSettings
 from storage.table import (
     MAX_ENTITY_BYTES,
     ROW_KEY,
@@ -260,7 +260,7 @@ async def test_a_dead_azurite_fails_fast_and_the_same_store_recovers_after_a_res
 
 
 async def test_open_creates_the_table_once_and_describe_hides_the_key(azurite: Azurite) -> None:
-    settings = scratch_settings(azurite, "table")
+    settings = scratch_settings(azurite, "table").store
     first = await open_table_storage(settings, **FAST_FAIL_CLIENT_OPTIONS)
     try:
         await first.write({KEY: {"v": 1}})
@@ -270,7 +270,7 @@ async def test_open_creates_the_table_once_and_describe_hides_the_key(azurite: A
         finally:
             await second.close()
         description = first.describe()
-        assert settings.table_name in description
+        assert settings.table in description
         assert "devstoreaccount1" in description
         assert ACCOUNT_KEY not in description
         assert "AccountKey" not in description
@@ -280,7 +280,7 @@ async def test_open_creates_the_table_once_and_describe_hides_the_key(azurite: A
 
 async def test_open_fails_with_a_storage_error_when_the_service_refuses() -> None:
     async with FakeEndpoint(403, "AuthorizationFailure") as fake:
-        settings = Settings(storage="table", azure_storage_connection_string=fake.connection_string)
+        settings = TableSettings(connection_string=fake.connection_string)
         with pytest.raises(StorageError, match=r"cannot open table 'BotState'.*HTTP 403"):
             await open_table_storage(settings, **FAST_FAIL_CLIENT_OPTIONS)
 

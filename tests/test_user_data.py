@@ -176,7 +176,7 @@ async def test_over_http_a_newer_user_record_is_left_intact(
     user = Conversation(http, bot_url, channel)
     key = f"{user.channel_id}/users/{user.user_id}"
     record = {"UserProfile": {"schema_version": 2, "name": "Ada", "nickname": "Countess"}}
-    store = await SqliteStorage.open(settings.sqlite_path)
+    store = await SqliteStorage.open(settings.store.path)
     try:
         await store.write({key: dict(record)})
 
