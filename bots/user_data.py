@@ -133,9 +133,9 @@ class UserData:
                 private_key, conversation_key = keys[entry.id]
                 mine = records.get(private_key) or {}
                 shared = records.get(conversation_key or "") or {}
-            item: dict[str, Any] = {"id": entry.id, "group": entry.group, "yours_in_it": _plain(mine)}
+            item: dict[str, Any] = {"id": entry.id, "group": entry.group, "yours_in_it": _as_plain_json(mine)}
             if not entry.group:
-                item["conversation"] = _plain(shared)
+                item["conversation"] = _as_plain_json(shared)
             listed.append(item)
         user_record = {
             key: value
@@ -146,7 +146,7 @@ class UserData:
             "exported_at": datetime.now(UTC).isoformat(),
             "channel": turn_context.activity.channel_id,
             "user_id": turn_context.activity.from_property.id,
-            "user_record": _plain(user_record),
+            "user_record": _as_plain_json(user_record),
             "conversations": listed,
         }
 
@@ -165,7 +165,7 @@ class UserData:
         return [here, *(entry for entry in index.conversations if entry.id != here.id)]
 
 
-def _plain(record: dict[str, Any] | None) -> dict[str, Any]:
+def _as_plain_json(record: dict[str, Any] | None) -> dict[str, Any]:
     """A state record as plain JSON (dialog objects in their stored, tagged form), without store bookkeeping."""
     if not record:
         return {}

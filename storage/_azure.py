@@ -89,7 +89,8 @@ class AzureErrors:
         self.backend = backend
         self.where = where
 
-    def failed(self, action: str, key: str | None, err: AzureError) -> StorageError:
+    def error(self, action: str, key: str | None, err: AzureError) -> StorageError:
+        """The StorageError (to raise) for ``action`` on ``key`` that failed with ``err``."""
         target = f" of {key!r}" if key is not None else ""
         return StorageError(f"{self.backend} {action}{target} failed on {self.where}: {summarize(err)}")
 

@@ -141,7 +141,8 @@ def damaged_key(key: str, now: datetime | None = None) -> str:
     return f"{DAMAGED_PREFIX}{key}/{moment.strftime('%Y%m%dT%H%M%S.%fZ')}"
 
 
-def _check_keys(keys: Iterable[str]) -> list[str]:
+def _unique_keys(keys: Iterable[str]) -> list[str]:
+    """``keys`` once each, in their first order; ``ValueError`` for one that is not a non-empty string."""
     unique: list[str] = []
     for key in keys:
         if not isinstance(key, str) or not key:
@@ -199,7 +200,7 @@ class StateStorage(Storage):
         ``StorageError`` when the store fails: a failure is never reported as "absent".
         """
         self._check_open()
-        unique = _check_keys(keys or [])
+        unique = _unique_keys(keys or [])
         if not unique:
             return {}
         records = await self._run("read", lambda: self._load_many(unique))
@@ -243,7 +244,7 @@ class StateStorage(Storage):
             raise TypeError("write() needs a mapping of changes")
         self._check_open()
         pending: list[tuple[object, PendingWrite]] = []
-        for key in _check_keys(changes.keys()):
+        for key in _unique_keys(changes.keys()):
             item = changes[key]
             document = _as_document(key, item)
             e_tag = document.pop(E_TAG, None)
@@ -297,7 +298,7 @@ class StateStorage(Storage):
     async def delete(self, keys: list[str]) -> None:
         """Delete ``keys``; an absent key is not an error. Keys are deleted one by one in the order given."""
         self._check_open()
-        for key in _check_keys(keys or []):
+        for key in _unique_keys(keys or []):
             await self._run("delete", lambda key=key: self._remove(key))
 
     async def move_aside(self, key: str) -> str | None:
@@ -308,7 +309,7 @@ class StateStorage(Storage):
         ``key`` had no record. Raises ``ETagConflictError`` if the record changed while it was being moved.
         """
         self._check_open()
-        (key,) = _check_keys([key])
+        (key,) = _unique_keys([key])
         new_key = damaged_key(key)
         moved = await self._run("move aside", lambda: self._move(key, new_key))
         if not moved:

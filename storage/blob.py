@@ -90,7 +90,7 @@ class BlobStorage(StateStorage):
         except AzureError as err:
             if status_of(err) == 404 and error_code_of(err) == "BlobNotFound":
                 return None
-            raise self._errors.failed("read", key, err) from err
+            raise self._errors.error("read", key, err) from err
         return StoredRecord(self._unwrap(name, key, content), str(download.properties.etag))
 
     async def _insert(self, key: str, document: str) -> str:
@@ -99,7 +99,7 @@ class BlobStorage(StateStorage):
         except AzureError as err:
             if status_of(err) in (409, 412) and error_code_of(err) in ("BlobAlreadyExists", "ConditionNotMet"):
                 raise ETagConflictError(f"blob: {key!r} was created by another writer") from err
-            raise self._errors.failed("create", key, err) from err
+            raise self._errors.error("create", key, err) from err
 
     async def _replace(self, key: str, document: str, e_tag: str) -> str:
         try:
@@ -107,13 +107,13 @@ class BlobStorage(StateStorage):
         except AzureError as err:
             if status_of(err) == 412 or (status_of(err) == 404 and error_code_of(err) == "BlobNotFound"):
                 raise ETagConflictError(f"blob: {key!r} changed or was deleted since it was read") from err
-            raise self._errors.failed("write", key, err) from err
+            raise self._errors.error("write", key, err) from err
 
     async def _upsert(self, key: str, document: str) -> str:
         try:
             return await self._upload(key, document)
         except AzureError as err:
-            raise self._errors.failed("write", key, err) from err
+            raise self._errors.error("write", key, err) from err
 
     async def _remove(self, key: str) -> None:
         try:
@@ -121,7 +121,7 @@ class BlobStorage(StateStorage):
         except AzureError as err:
             if status_of(err) == 404 and error_code_of(err) == "BlobNotFound":
                 return
-            raise self._errors.failed("delete", key, err) from err
+            raise self._errors.error("delete", key, err) from err
 
     async def _move(self, key: str, new_key: str) -> bool:
         name, new_name = self._blob_name(key), self._blob_name(new_key)
@@ -131,7 +131,7 @@ class BlobStorage(StateStorage):
         except AzureError as err:
             if status_of(err) == 404 and error_code_of(err) == "BlobNotFound":
                 return False
-            raise self._errors.failed("move aside", key, err) from err
+            raise self._errors.error("move aside", key, err) from err
         try:
             await self._blob(new_name).upload_blob(
                 content, overwrite=False, content_settings=download.properties.content_settings, max_concurrency=1
@@ -142,14 +142,14 @@ class BlobStorage(StateStorage):
         except AzureError as err:
             if status_of(err) in (404, 409, 412) and error_code_of(err) != "ContainerNotFound":
                 raise ETagConflictError(f"blob: {key!r} changed while it was being moved aside") from err
-            raise self._errors.failed("move aside", key, err) from err
+            raise self._errors.error("move aside", key, err) from err
         return True
 
     async def _ping(self) -> None:
         try:
             await self._container.get_container_properties()
         except AzureError as err:
-            raise self._errors.failed("ping", None, err) from err
+            raise self._errors.error("ping", None, err) from err
 
     async def _heal(self, err: StorageError) -> bool:
         return await self._healer.heal(err)

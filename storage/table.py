@@ -126,7 +126,7 @@ class TableStorage(StateStorage):
         except AzureError as err:
             if status_of(err) == 404 and error_code_of(err) == "ResourceNotFound":
                 return None
-            raise self._errors.failed("read", key, err) from err
+            raise self._errors.error("read", key, err) from err
         return StoredRecord(self._document_of(key, entity), str(entity.metadata["etag"]))
 
     async def _insert(self, key: str, document: str) -> str:
@@ -137,7 +137,7 @@ class TableStorage(StateStorage):
         except AzureError as err:
             if status_of(err) == 409 and error_code_of(err) == "EntityAlreadyExists":
                 raise ETagConflictError(f"table: {key!r} was created by another writer") from err
-            raise self._errors.failed("create", key, err) from err
+            raise self._errors.error("create", key, err) from err
         return str(result["etag"])
 
     async def _replace(self, key: str, document: str, e_tag: str) -> str:
@@ -149,7 +149,7 @@ class TableStorage(StateStorage):
         except AzureError as err:
             if status_of(err) == 412 or (status_of(err) == 404 and error_code_of(err) == "ResourceNotFound"):
                 raise ETagConflictError(f"table: {key!r} changed or was deleted since it was read") from err
-            raise self._errors.failed("write", key, err) from err
+            raise self._errors.error("write", key, err) from err
         return str(result["etag"])
 
     async def _upsert(self, key: str, document: str) -> str:
@@ -157,7 +157,7 @@ class TableStorage(StateStorage):
         try:
             result = await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
         except AzureError as err:
-            raise self._errors.failed("write", key, err) from err
+            raise self._errors.error("write", key, err) from err
         return str(result["etag"])
 
     async def _remove(self, key: str) -> None:
@@ -166,7 +166,7 @@ class TableStorage(StateStorage):
             # The SDK itself treats 404 on delete as success.
             await self._table.delete_entity(partition_key, ROW_KEY)
         except AzureError as err:
-            raise self._errors.failed("delete", key, err) from err
+            raise self._errors.error("delete", key, err) from err
 
     async def _move(self, key: str, new_key: str) -> bool:
         partition_key = self._partition_key(key)
@@ -175,7 +175,7 @@ class TableStorage(StateStorage):
         except AzureError as err:
             if status_of(err) == 404 and error_code_of(err) == "ResourceNotFound":
                 return False
-            raise self._errors.failed("move aside", key, err) from err
+            raise self._errors.error("move aside", key, err) from err
         copy = {**entity, "PartitionKey": self._partition_key(new_key), "RowKey": ROW_KEY}
         try:
             await self._table.create_entity(copy, response_preference="return-no-content")
@@ -185,14 +185,14 @@ class TableStorage(StateStorage):
         except AzureError as err:
             if status_of(err) in (409, 412):
                 raise ETagConflictError(f"table: {key!r} changed while it was being moved aside") from err
-            raise self._errors.failed("move aside", key, err) from err
+            raise self._errors.error("move aside", key, err) from err
         return True
 
     async def _ping(self) -> None:
         try:
             await self._probe()
         except AzureError as err:
-            raise self._errors.failed("ping", None, err) from err
+            raise self._errors.error("ping", None, err) from err
 
     async def _heal(self, err: StorageError) -> bool:
         return await self._healer.heal(err)
