@@ -42,8 +42,8 @@ except ModuleNotFoundError as missing:
 logger = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# Libraries that log every request (azure-core with all headers) or every statement (aiosqlite) at INFO/DEBUG.
-CHATTY_LOGGERS = ("aiohttp", "aiosqlite", "azure", "urllib3", "msal", "msrest", "botbuilder", "botframework", "asyncio")
+# Libraries that log every request (azure-core with all headers, aiohttp access lines) at INFO/DEBUG.
+CHATTY_LOGGERS = ("aiohttp", "azure", "urllib3", "msal", "msrest", "botbuilder", "botframework", "asyncio")
 MESSAGES_PATH = "/api/messages"
 READY_TIMEOUT_SECONDS = 3.0
 EXPIRY_BATCH = 100

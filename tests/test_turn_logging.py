@@ -46,7 +46,7 @@ async def test_each_turn_logs_exactly_one_info_line_and_never_the_message_text(
             assert said not in message
 
 
-@pytest.mark.parametrize("name", ["aiosqlite", "aiohttp.access", "azure", "msrest", "botbuilder", "urllib3"])
+@pytest.mark.parametrize("name", ["aiohttp.access", "azure", "msrest", "botbuilder", "urllib3"])
 async def test_third_party_loggers_are_quiet_at_info(bot_url: str, name: str) -> None:
     """``create_app`` (run by the ``bot_url`` fixture) sets them; aiohttp's access log is off where it serves."""
     assert not logging.getLogger(name).isEnabledFor(logging.INFO)
