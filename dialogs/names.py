@@ -35,6 +35,8 @@ GREETINGS = frozenset(
     }
 )
 GREET_BACK = "Hello to you too!"
+# Answers to "What name should I store? (Type keep ...)" that mean the name already stored, not a new one.
+KEEP_ANSWERS = frozenset({"keep", "keep it", "same", "the same", "yes", "ok", "okay", "unchanged"})
 _NOT_WORDS = re.compile(r"[^\w\s]+")
 
 
@@ -46,6 +48,14 @@ def check_name(text: str | None) -> str | None:
     if len(name) > NAME_MAX_LENGTH:
         return f"a name can be at most {NAME_MAX_LENGTH} characters and that one has {len(name)}"
     return None
+
+
+def chosen_name(answer: str, current: str) -> str:
+    """The name meant by ``answer`` to a question that offered to keep ``current`` ("keep", "yes", ... keep it)."""
+    name = answer.strip()
+    if current and " ".join(_NOT_WORDS.sub(" ", name.lower()).split()) in KEEP_ANSWERS:
+        return current
+    return name
 
 
 def is_greeting(text: str | None) -> bool:

@@ -28,7 +28,7 @@ from botbuilder.schema import Attachment
 from data_models import Picture, UserProfile
 from data_models.accessors import ModelProperty
 
-from .names import NAME_MAX_LENGTH, NamePrompt
+from .names import NAME_MAX_LENGTH, NamePrompt, chosen_name
 from .questions import question
 
 # Stable ids: saved dialog stacks refer to them, so renaming one breaks conversations in flight.
@@ -93,7 +93,7 @@ class ProfileDialog(ComponentDialog):
         prompt = question("What name should I store?")
         current = (await self._profile.get(step.context)).name
         if current:
-            prompt = question(f"What name should I store? (You can keep {current}.)", suggestions=(current,))
+            prompt = question(f"What name should I store? (Type keep to stay {current}.)", suggestions=(current,))
         return await step.prompt(
             _NAME_PROMPT,
             PromptOptions(
@@ -103,7 +103,8 @@ class ProfileDialog(ComponentDialog):
         )
 
     async def _ask_wants_age(self, step: WaterfallStepContext) -> DialogTurnResult:
-        step.values[_DRAFT]["name"] = step.result.strip()
+        current = (await self._profile.get(step.context)).name
+        step.values[_DRAFT]["name"] = chosen_name(step.result, current)
         return await step.prompt(
             _WANTS_AGE_PROMPT,
             PromptOptions(

@@ -126,8 +126,24 @@ async def test_the_known_name_is_offered_as_a_suggestion(user: BotHarness) -> No
 
     [reply] = await user.send_text_activity("Car")
 
-    assert "You can keep Ada" in reply.text
+    assert "Type keep to stay Ada" in reply.text
     assert [action.value for action in reply.suggested_actions.actions] == ["Ada"]
+
+
+@pytest.mark.parametrize("answer", ["keep", "Keep it.", "yes", "OK", "same"])
+async def test_an_answer_that_means_keep_keeps_the_stored_name(user: BotHarness, answer: str) -> None:
+    await user.say_all("profile", "Car", answer, "no", "skip")
+
+    summary = await user.say("yes")
+    assert "Saved" in summary
+    assert "Name: Ada" in await user.say("show")
+
+
+async def test_without_a_stored_name_keep_is_just_a_name() -> None:
+    stranger = BotHarness(MemoryStateStorage())
+    await stranger.say_all("profile", "Car", "Keep", "no", "skip", "yes")
+
+    assert "Name: Keep" in await stranger.say("show")
 
 
 async def test_a_name_in_the_dialog_follows_the_name_rule(user: BotHarness) -> None:
