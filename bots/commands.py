@@ -28,7 +28,15 @@ from botbuilder.schema import Attachment
 
 from data_models import MemberData, UserProfile
 from data_models.accessors import ModelProperty
-from dialogs import FORGET_DIALOG, NAME_DIALOG, PROFILE_DIALOG, describe_profile, picture_attachment, question
+from dialogs import (
+    FORGET_DIALOG,
+    NAME_DIALOG,
+    PROFILE_DIALOG,
+    describe_profile,
+    picture_attachment,
+    plain_text,
+    question,
+)
 
 if TYPE_CHECKING:
     from .user_data import UserData
@@ -121,7 +129,7 @@ async def _show(turn: CommandTurn) -> None:
     if profile.is_empty:
         await turn.context.send_activity("I don't have anything stored about you yet. Try 'profile'.")
         return
-    reply = MessageFactory.text("This is what I have stored about you:\n\n" + describe_profile(profile))
+    reply = plain_text("This is what I have stored about you:\n\n" + describe_profile(profile))
     if profile.picture:
         reply.attachments = [picture_attachment(profile.picture)]
     await turn.context.send_activity(reply)

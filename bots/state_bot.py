@@ -41,7 +41,16 @@ from data_models.accessors import (
     USER_PROFILE_PROPERTY,
     ModelProperty,
 )
-from dialogs import GREET_BACK, ForgetDialog, NameDialog, ProfileDialog, check_name, is_greeting, question
+from dialogs import (
+    GREET_BACK,
+    ForgetDialog,
+    NameDialog,
+    ProfileDialog,
+    check_name,
+    is_greeting,
+    plain_text,
+    question,
+)
 from storage import StateStorage
 
 from .commands import ASK_NAME, HELP_TEXT, CommandTurn, command_of, run_command
@@ -121,7 +130,9 @@ class StateBot(ActivityHandler):
             if member.id == turn_context.activity.from_property.id:
                 profile = await self._profile.get(turn_context)
             if profile.name:
-                await turn_context.send_activity(f"Welcome back, {profile.name}! Type 'help' to see what I can do.")
+                await turn_context.send_activity(
+                    plain_text(f"Welcome back, {profile.name}! Type 'help' to see what I can do.")
+                )
                 continue
             await turn_context.send_activity(
                 question(
@@ -153,7 +164,7 @@ class StateBot(ActivityHandler):
     async def _converse(self, turn_context: TurnContext, data: ConversationData) -> None:
         profile = await self._profile.get(turn_context)
         if profile.name:
-            await turn_context.send_activity(self._echo(turn_context, profile.name, data.message_count))
+            await turn_context.send_activity(plain_text(self._echo(turn_context, profile.name, data.message_count)))
             return
         await self._member.set(turn_context, MemberData(asked_for_name=True))
         await turn_context.send_activity(question(f"Hello! I don't know you yet. {ASK_NAME}"))
@@ -173,7 +184,9 @@ class StateBot(ActivityHandler):
         await self._profile.set(turn_context, replace(profile, name=name))
         await self._member.set(turn_context, MemberData(asked_for_name=False))
         await turn_context.send_activity(
-            f"Thanks, {name}! I'll remember you. Send me anything and I'll echo it; type 'help' for commands."
+            plain_text(
+                f"Thanks, {name}! I'll remember you. Send me anything and I'll echo it; type 'help' for commands."
+            )
         )
 
     @staticmethod

@@ -13,7 +13,7 @@ from .forget_dialog import FORGET_DIALOG, ForgetDialog
 from .name_dialog import NAME_DIALOG, NameDialog
 from .names import GREET_BACK, NAME_MAX_LENGTH, check_name, is_greeting
 from .profile_dialog import PROFILE_DIALOG, ProfileDialog, describe_profile, picture_attachment
-from .questions import question
+from .questions import plain_text, question
 
 __all__ = [
     "FORGET_DIALOG",
@@ -28,5 +28,6 @@ __all__ = [
     "describe_profile",
     "is_greeting",
     "picture_attachment",
+    "plain_text",
     "question",
 ]

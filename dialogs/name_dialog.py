@@ -11,7 +11,7 @@ from data_models import UserProfile
 from data_models.accessors import ModelProperty
 
 from .names import NAME_MAX_LENGTH, NamePrompt
-from .questions import question
+from .questions import plain_text, question
 
 # Stable ids: saved dialog stacks refer to them.
 NAME_DIALOG = "name"
@@ -34,7 +34,7 @@ class NameDialog(ComponentDialog):
         return await step.prompt(
             _NAME_PROMPT,
             PromptOptions(
-                prompt=question(f"{ask} (Now: {current}.)" if current else ask),
+                prompt=question(f"{ask} (Now: {current}.)", plain=True) if current else question(ask),
                 retry_prompt=question(f"A name needs 1 to {NAME_MAX_LENGTH} characters. {ask}"),
             ),
         )
@@ -43,5 +43,5 @@ class NameDialog(ComponentDialog):
         name = step.result.strip()
         profile = await self._profile.get(step.context)
         await self._profile.set(step.context, replace(profile, name=name))
-        await step.context.send_activity(f"Thanks, {name}! I'll call you that from now on.")
+        await step.context.send_activity(plain_text(f"Thanks, {name}! I'll call you that from now on."))
         return await step.end_dialog()

@@ -5,11 +5,13 @@ A greeting is never a name: the welcome ends with "What's your name?" and people
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from typing import Any
 
 from botbuilder.core import TurnContext
-from botbuilder.dialogs.prompts import PromptOptions, PromptValidatorContext, TextPrompt
+from botbuilder.dialogs.prompts import PromptOptions, PromptValidatorContext
+
+from .prompts import BoundedTextPrompt, normalized
 
 NAME_MAX_LENGTH = 50
 GREETINGS = frozenset(
@@ -37,7 +39,10 @@ GREETINGS = frozenset(
 GREET_BACK = "Hello to you too!"
 # Answers to "What name should I store? (Type keep ...)" that mean the name already stored, not a new one.
 KEEP_ANSWERS = frozenset({"keep", "keep it", "same", "the same", "yes", "ok", "okay", "unchanged"})
-_NOT_WORDS = re.compile(r"[^\w\s]+")
+# Unicode categories a name may not contain: controls (Cc), format characters (Cf: bidi overrides such as U+202E,
+# zero-width spaces and joiners, the byte-order mark), surrogates, private-use and unassigned code points, and line
+# or paragraph separators. They make a name display as something else than what it is.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 def check_name(text: str | None) -> str | None:
@@ -47,21 +52,25 @@ def check_name(text: str | None) -> str | None:
         return "I need your name as text"
     if len(name) > NAME_MAX_LENGTH:
         return f"a name can be at most {NAME_MAX_LENGTH} characters and that one has {len(name)}"
+    if any(unicodedata.category(char) in _REFUSED_CATEGORIES for char in name):
+        return (
+            "a name can't contain control or invisible characters "
+            "(line breaks, zero-width spaces, text-direction overrides)"
+        )
     return None
 
 
 def chosen_name(answer: str, current: str) -> str:
     """The name meant by ``answer`` to a question that offered to keep ``current`` ("keep", "yes", ... keep it)."""
     name = answer.strip()
-    if current and " ".join(_NOT_WORDS.sub(" ", name.lower()).split()) in KEEP_ANSWERS:
+    if current and normalized(name) in KEEP_ANSWERS:
         return current
     return name
 
 
 def is_greeting(text: str | None) -> bool:
     """Whether the whole message is a greeting ("Hi!", "good  Morning.", "hey there :)"), any case."""
-    words = _NOT_WORDS.sub(" ", (text or "").lower()).split()
-    return " ".join(words) in GREETINGS
+    return normalized(text) in GREETINGS
 
 
 async def _validate_name(prompt: PromptValidatorContext) -> bool:
@@ -70,7 +79,7 @@ async def _validate_name(prompt: PromptValidatorContext) -> bool:
     return check_name(prompt.recognized.value) is None
 
 
-class NamePrompt(TextPrompt):
+class NamePrompt(BoundedTextPrompt):
     """A text prompt for a name: the name rule applies, and a greeting is greeted back and asked again."""
 
     def __init__(self, dialog_id: str) -> None:
@@ -79,7 +88,13 @@ class NamePrompt(TextPrompt):
     async def on_prompt(
         self, turn_context: TurnContext, state: dict[str, Any], options: PromptOptions, is_retry: bool
     ) -> None:
-        if is_retry and is_greeting(turn_context.activity.text):
-            await turn_context.send_activity(GREET_BACK)
-            is_retry = False
+        if is_retry:
+            text = turn_context.activity.text
+            problem = None if is_greeting(text) else check_name(text)
+            if is_greeting(text):
+                await turn_context.send_activity(GREET_BACK)
+                is_retry = False
+            elif problem:  # say exactly what is wrong, then ask the question itself again
+                await turn_context.send_activity(f"Sorry, {problem}.")
+                is_retry = False
         await super().on_prompt(turn_context, state, options, is_retry)

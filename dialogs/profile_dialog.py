@@ -15,21 +15,15 @@ from botbuilder.dialogs import (
     WaterfallStepContext,
 )
 from botbuilder.dialogs.choices import Choice, FoundChoice, ListStyle
-from botbuilder.dialogs.prompts import (
-    AttachmentPrompt,
-    ChoicePrompt,
-    ConfirmPrompt,
-    NumberPrompt,
-    PromptOptions,
-    PromptValidatorContext,
-)
+from botbuilder.dialogs.prompts import AttachmentPrompt, PromptOptions, PromptValidatorContext
 from botbuilder.schema import Attachment
 
 from data_models import Picture, UserProfile
 from data_models.accessors import ModelProperty
 
 from .names import NAME_MAX_LENGTH, NamePrompt, chosen_name
-from .questions import question
+from .prompts import ExactChoicePrompt, WholeNumberPrompt, YesNoPrompt
+from .questions import plain_text, question
 
 # Stable ids: saved dialog stacks refer to them, so renaming one breaks conversations in flight.
 PROFILE_DIALOG = "profile"
@@ -46,6 +40,9 @@ TRANSPORT_CHOICES = ("Car", "Bus", "Bicycle")
 AGE_MIN, AGE_MAX = 1, 149
 PICTURE_TYPES = ("image/jpeg", "image/png")
 SKIP = "skip"
+YES_NO = ("Yes", "No")
+YES = frozenset({"yes", "y", "yeah", "yep", "yup", "sure", "ok", "okay", "yes please", "of course"})
+NO = frozenset({"no", "n", "nope", "nah", "no thanks", "not now"})
 _DRAFT = "draft"
 
 
@@ -67,12 +64,12 @@ class ProfileDialog(ComponentDialog):
                 ],
             )
         )
-        self.add_dialog(ChoicePrompt(_TRANSPORT_PROMPT))
+        self.add_dialog(ExactChoicePrompt(_TRANSPORT_PROMPT))
         self.add_dialog(NamePrompt(_NAME_PROMPT))
-        self.add_dialog(ConfirmPrompt(_WANTS_AGE_PROMPT, default_locale="en-us"))
-        self.add_dialog(NumberPrompt(_AGE_PROMPT, _validate_age, default_locale="en-us"))
+        self.add_dialog(YesNoPrompt(_WANTS_AGE_PROMPT, YES, NO))
+        self.add_dialog(WholeNumberPrompt(_AGE_PROMPT, _validate_age))
         self.add_dialog(AttachmentPrompt(_PICTURE_PROMPT, _validate_picture))
-        self.add_dialog(ConfirmPrompt(_CONFIRM_PROMPT, default_locale="en-us"))
+        self.add_dialog(YesNoPrompt(_CONFIRM_PROMPT, YES, NO))
         self.initial_dialog_id = _STEPS
 
     async def _ask_transport(self, step: WaterfallStepContext) -> DialogTurnResult:
@@ -93,7 +90,9 @@ class ProfileDialog(ComponentDialog):
         prompt = question("What name should I store?")
         current = (await self._profile.get(step.context)).name
         if current:
-            prompt = question(f"What name should I store? (Type keep to stay {current}.)", suggestions=(current,))
+            prompt = question(
+                f"What name should I store? (Type keep to stay {current}.)", suggestions=(current,), plain=True
+            )
         return await step.prompt(
             _NAME_PROMPT,
             PromptOptions(
@@ -108,8 +107,10 @@ class ProfileDialog(ComponentDialog):
         return await step.prompt(
             _WANTS_AGE_PROMPT,
             PromptOptions(
-                prompt=question("Would you like to tell me your age? (yes or no)"),
-                retry_prompt=question("Please answer yes or no: would you like to tell me your age?"),
+                prompt=question("Would you like to tell me your age? (yes or no)", suggestions=YES_NO),
+                retry_prompt=question(
+                    "Please answer yes or no: would you like to tell me your age?", suggestions=YES_NO
+                ),
             ),
         )
 
@@ -138,12 +139,12 @@ class ProfileDialog(ComponentDialog):
         picture = _first_picture(step.result)
         step.values[_DRAFT]["picture"] = picture.to_dict() if picture else None
         draft = UserProfile.from_dict(step.values[_DRAFT])
-        await step.context.send_activity("Here is what I've got:\n\n" + describe_profile(draft))
+        await step.context.send_activity(plain_text("Here is what I've got:\n\n" + describe_profile(draft)))
         return await step.prompt(
             _CONFIRM_PROMPT,
             PromptOptions(
-                prompt=question("Shall I save this profile? (yes or no)"),
-                retry_prompt=question("Please answer yes or no: shall I save this profile?"),
+                prompt=question("Shall I save this profile? (yes or no)", suggestions=YES_NO),
+                retry_prompt=question("Please answer yes or no: shall I save this profile?", suggestions=YES_NO),
             ),
         )
 

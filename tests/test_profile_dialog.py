@@ -149,7 +149,7 @@ async def test_without_a_stored_name_keep_is_just_a_name() -> None:
 async def test_a_name_in_the_dialog_follows_the_name_rule(user: BotHarness) -> None:
     await user.say_all("profile", "Car")
 
-    assert "1 to 50 characters" in await user.say("z" * 51)
+    assert "at most 50 characters" in await user.say("z" * 51)
     assert "tell me your age" in await user.say("  Zed  ")
 
 
