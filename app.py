@@ -141,8 +141,12 @@ async def _remove_expired_records(storage: StateStorage) -> None:
             while (batch := await storage.remove_expired(EXPIRY_BATCH)) > 0:
                 removed += batch
                 await asyncio.sleep(0.1)  # let turns through between batches
+            if storage.compact_pending:  # a deletion whose compaction failed: finish it now
+                await storage.compact()
+                storage.compact_pending = False
+                logger.info("compacted the store after an earlier deletion")
         except StorageError as err:
-            logger.warning("removing expired records failed (tried again later): %s", err)
+            logger.warning("store maintenance (expired records, compaction) failed; tried again later: %s", err)
         if removed:
             logger.info("removed %d expired records", removed)
         await asyncio.sleep(EXPIRY_INTERVAL_SECONDS)

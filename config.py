@@ -160,6 +160,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 
     conversation_ttl = _duration(get, "CONVERSATION_TTL", defaults.conversation_ttl, problems)
     user_ttl = _duration(get, "USER_TTL", defaults.user_ttl, problems)
+    if user_ttl is not None and (conversation_ttl is None or user_ttl < conversation_ttl):
+        problems.append(
+            f"USER_TTL={get('USER_TTL', '')} is shorter than CONVERSATION_TTL={get('CONVERSATION_TTL', '30d')}: "
+            "a user's record holds the list of their conversations that forget and export use, so it must live "
+            "at least as long as they do; raise USER_TTL (or turn it off), or shorten CONVERSATION_TTL"
+        )
 
     log_level = get("LOG_LEVEL", defaults.log_level).upper()
     if log_level not in LOG_LEVELS:

@@ -148,7 +148,10 @@ async def _export(turn: CommandTurn) -> None:
         name=EXPORT_FILE_NAME,
     )
     conversations = len(exported["conversations"])
+    omitted = sum(1 for item in exported["conversations"] if "omitted" in item)
     text = f"{EXPORT_TEXT} It lists {conversations} conversation{'' if conversations == 1 else 's'}."
+    if omitted:
+        text += f" {omitted} of them are listed without their content: the file would have been too large."
     await turn.context.send_activity(MessageFactory.attachment(attachment, text))
 
 

@@ -30,7 +30,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +40,7 @@ from botbuilder.core.bot_state import CachedBotState
 from botbuilder.schema import Activity, ActivityTypes, ConversationAccount
 from botframework.connector import Channels
 
-from storage import CorruptRecordError, ETagConflictError, StateStorage, StorageError, codec
+from storage import CorruptRecordError, Delete, ETagConflictError, StateStorage, StorageError, codec
 
 from .logs import short_id
 
@@ -51,6 +51,8 @@ INVOKE_RESPONSE_KEY = "state_bot.invoke_response"
 ERASE_KEY = "state_bot.erase"
 HOLD_KEY = "state_bot.hold"
 NOTICES_KEY = "state_bot.notices"
+STAMPS_KEY = "state_bot.expiry_stamps"
+ERASED_STATES_KEY = "state_bot.erased_states"
 
 DEFAULT_RETRIES = 3
 BACKOFF_SECONDS = 0.01
@@ -78,6 +80,10 @@ UNREADABLE_TEXT = (
 DAMAGED_TEXT = (
     "Part of what I had stored about you was damaged and could not be read, so I have set it aside and "
     "started it afresh."
+)
+NOT_COMPACTED_TEXT = (
+    "Everything was deleted, but my store could not yet clear old copies of it from its files; "
+    "I'll keep trying in the background."
 )
 
 
@@ -178,8 +184,11 @@ class TurnStates:
     """The BotStates of a turn, loaded with one storage read and saved with one storage write.
 
     This replaces ``BotState.load`` / ``save_changes`` (one round trip per state) and ``BotState.delete`` (which
-    deletes at once, before the turn is known to succeed): :func:`erase` only marks a state, and the keys are
-    deleted after the turn's write succeeded.
+    deletes at once, before the turn is known to succeed): :func:`erase` only marks a state, and its record is
+    deleted by the turn's write, on condition that it did not change since the turn read it.
+
+    Expiry slides: a record the turn read but did not change is written again (unchanged) when the store says its
+    expiry is due for a refresh (``StateStorage.refresh_due``), so an active user's records never expire.
     """
 
     def __init__(self, storage: StateStorage, states: Sequence[BotState]) -> None:
@@ -192,7 +201,9 @@ class TurnStates:
     async def load(self, turn_context: TurnContext, extra_keys: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
         """Put every state in the turn's cache; return the records of ``extra_keys`` that exist."""
         keys = self.keys(turn_context)
-        records = await self.storage.read([*keys, *extra_keys])
+        stamps: dict[str, int] = {}
+        records = await self.storage.read([*keys, *extra_keys], stamps=stamps)
+        turn_context.turn_state[STAMPS_KEY] = stamps
         if logger.isEnabledFor(logging.DEBUG):  # the key list is not built on every turn for nothing
             logger.debug("loaded %d of %d records: %s", len(records), len(keys) + len(extra_keys), _shown(records))
         for state, key in zip(self.states, keys, strict=True):
@@ -200,30 +211,48 @@ class TurnStates:
         return {key: records[key] for key in extra_keys if key in records}
 
     async def save(self, turn_context: TurnContext) -> None:
-        """Write every changed state in one call (e_tag-checked), then delete what was erased.
+        """Write every changed state and delete every erased record in ONE ``storage.write``.
+
+        Deletes are conditional on the e_tag the turn read (``Delete``), so a record that another turn changed
+        meanwhile is not deleted behind its back: the write conflicts and the whole turn runs again from fresh
+        state. Where the backend cannot write atomically the order matters, so records outside the turn come
+        first, then the turn's own states last to first: the first state (the user's record, which holds what the
+        others are found by) goes last, and a failure part-way leaves it for the retried turn to find the rest.
+        After deleting, the store is compacted (no copy stays in sqlite's WAL); if that fails, the user is told.
 
         A turn marked with :func:`hold` saves and deletes nothing.
         """
         if turn_context.turn_state.get(HOLD_KEY):
             return
-        erased: set[str] = turn_context.turn_state.get(ERASE_KEY, set())
-        changes: dict[str, dict[str, Any]] = {}
+        erased: dict[str, str] = turn_context.turn_state.get(ERASE_KEY, {})
+        erased_states: set[str] = turn_context.turn_state.get(ERASED_STATES_KEY, set())
+        stamps: dict[str, int] = turn_context.turn_state.get(STAMPS_KEY, {})
+        own = list(zip(self.states, self.keys(turn_context), strict=True))
+        own_keys = {key for _, key in own}
+        changes: dict[str, object] = {key: Delete(e_tag) for key, e_tag in erased.items() if key not in own_keys}
+        changes.update({key: Delete(erased[key]) for _, key in reversed(own) if key in erased})
         cached_states: list[CachedBotState] = []
-        for state, key in zip(self.states, self.keys(turn_context), strict=True):
+        for state, key in own:
             cached = turn_context.turn_state.get(_cache_key(state))
-            if key in erased or cached is None or not cached.is_changed:
+            if key in erased_states or cached is None:
                 continue
-            changes[key] = cached.state
-            cached_states.append(cached)
-        if changes:
-            await self.storage.write(changes)
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug("saved %s", _shown(changes))
-            for cached in cached_states:
-                cached.hash = cached.compute_hash(cached.state)
+            if cached.is_changed or (cached.state and self.storage.refresh_due(key, stamps.get(key))):
+                changes[key] = cached.state
+                cached_states.append(cached)
+        if not changes:
+            return
+        await self.storage.write(changes)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("saved %s", _shown(changes))
+        for cached in cached_states:
+            cached.hash = cached.compute_hash(cached.state)
         if erased:
-            await self.storage.delete(sorted(erased))
-            await self.storage.compact()  # no copy of what was forgotten stays behind (sqlite's WAL)
+            try:
+                await self.storage.compact()  # no copy of what was forgotten stays behind (sqlite's WAL)
+            except StorageError as err:
+                logger.warning("the store could not be compacted after a deletion (retried later): %s", err)
+                self.storage.compact_pending = True
+                await turn_context.send_activity(reply_to(turn_context.activity, NOT_COMPACTED_TEXT))
 
 
 class _CachedState(CachedBotState):
@@ -264,23 +293,27 @@ def _shown(keys: Iterable[str]) -> str:
 
 
 def erase(turn_context: TurnContext, state: BotState) -> None:
-    """Empty ``state`` for the rest of the turn and delete its record when the turn is saved."""
+    """Empty ``state`` for the rest of the turn and delete its record when the turn is saved (if it still is what
+    this turn read; a record the turn found absent is left alone)."""
+    e_tag = cached_record(turn_context, state).get("e_tag")
     turn_context.turn_state[_cache_key(state)] = _CachedState({})
-    erase_keys(turn_context, [state.get_storage_key(turn_context)])
+    erase_records(turn_context, {state.get_storage_key(turn_context): e_tag} if isinstance(e_tag, str) else {})
+    turn_context.turn_state.setdefault(ERASED_STATES_KEY, set()).add(state.get_storage_key(turn_context))
 
 
-def erase_keys(turn_context: TurnContext, keys: Sequence[str]) -> None:
-    """Delete the records of ``keys`` once the turn's write has succeeded (then compact the store).
+def erase_records(turn_context: TurnContext, records: Mapping[str, str]) -> None:
+    """Delete records by the turn's write: ``{key: e_tag}``, each only if it still has the e_tag it was read
+    with (``"*"``: whatever it holds), then compact the store.
 
     For records outside the turn's own states (another conversation's, say): nothing is deleted if the turn
     fails or is retried, and a retried turn decides afresh.
     """
-    turn_context.turn_state.setdefault(ERASE_KEY, set()).update(keys)
+    turn_context.turn_state.setdefault(ERASE_KEY, {}).update(records)
 
 
 def erased(turn_context: TurnContext, state: BotState) -> bool:
-    """Whether ``state``'s record is to be deleted at the end of this turn."""
-    return state.get_storage_key(turn_context) in turn_context.turn_state.get(ERASE_KEY, set())
+    """Whether ``state`` was erased in this turn (its record, if any, is deleted at the end of it)."""
+    return state.get_storage_key(turn_context) in turn_context.turn_state.get(ERASED_STATES_KEY, set())
 
 
 def hold(turn_context: TurnContext) -> None:

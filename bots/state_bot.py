@@ -86,7 +86,8 @@ class StateBot(ActivityHandler):
         private_state: PrivateConversationState,
         read_records: RecordReader,
     ) -> None:
-        """``read_records`` reads other conversations' records of the user (for ``export``; never for writing)."""
+        """``read_records`` reads records outside the turn (other conversations', damaged copies) for ``forget``
+        and ``export``; never for writing."""
         self._conversation_state = conversation_state
         self._user_state = user_state
         self._private_state = private_state
@@ -211,6 +212,6 @@ class StateBot(ActivityHandler):
 def create_bot(storage: StateStorage) -> tuple[StateBot, TurnStates]:
     """The bot and the states a turn loads and saves for it, all on ``storage``."""
     bot = StateBot(
-        TurnConversationState(storage), TurnUserState(storage), TurnPrivateConversationState(storage), storage.read
+        TurnConversationState(storage), TurnUserState(storage), TurnPrivateConversationState(storage), storage
     )
     return bot, TurnStates(storage, bot.states)

@@ -2,6 +2,14 @@
 
 from .conversation_data import ConversationData, MemberData
 from .conversation_index import ConversationIndex, KnownConversation
-from .user_profile import Picture, UserProfile
+from .user_profile import Picture, UserProfile, picture_url_problem
 
-__all__ = ["ConversationData", "ConversationIndex", "KnownConversation", "MemberData", "Picture", "UserProfile"]
+__all__ = [
+    "ConversationData",
+    "ConversationIndex",
+    "KnownConversation",
+    "MemberData",
+    "Picture",
+    "UserProfile",
+    "picture_url_problem",
+]

@@ -2,14 +2,54 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import _fields
 from .migrations import MIGRATIONS, stored_version, upgrade
 
 SCHEMA_VERSION = 1
+PICTURE_TYPES = ("image/jpeg", "image/png")
+#: The longest link to a picture the profile keeps, and the longest picture sent inline as a ``data:`` URL
+#: (base64: 64 KiB of text is a picture of about 48 KB). Every conversation's draft may hold one, and ``export``
+#: sends them all back, so they are kept small.
+MAX_PICTURE_LINK_CHARS = 2048
+MAX_PICTURE_DATA_CHARS = 64 * 1024
+MAX_PICTURE_NAME_CHARS = 100
+_LOOPBACK_HOSTS = ("localhost", "::1")
+_DATA_URL = re.compile(r"data:(image/(?:png|jpeg));base64,[A-Za-z0-9+/]*={0,2}")
+
+
+def picture_url_problem(content_type: str, url: str) -> str | None:
+    """Why a picture at ``url`` cannot be kept, or None: an https link (http only on this machine: the Emulator's
+    and ``make chat``'s uploads) of at most ``MAX_PICTURE_LINK_CHARS``, or a base64 ``data:`` URL of the same
+    image type of at most ``MAX_PICTURE_DATA_CHARS``."""
+    if content_type not in PICTURE_TYPES:
+        return "it is not a JPEG or PNG picture"
+    if url.startswith("data:"):
+        if len(url) > MAX_PICTURE_DATA_CHARS:
+            return f"it is {len(url) * 3 // 4 // 1024} KB, and an uploaded picture can be at most 48 KB"
+        match = _DATA_URL.fullmatch(url)
+        if match is None or match.group(1) != content_type:
+            return "its data is not a base64 JPEG or PNG picture"
+        return None
+    if len(url) > MAX_PICTURE_LINK_CHARS:
+        return f"its link is longer than {MAX_PICTURE_LINK_CHARS} characters"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return "its link is not a valid URL"
+    if not url.isascii() or any(char.isspace() for char in url):
+        return "its link is not a plain URL"
+    if parts.scheme == "https" and host:
+        return None
+    if parts.scheme == "http" and (host in _LOOPBACK_HOSTS or host.startswith("127.")):
+        return None
+    return "its link must be an https:// address"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +68,12 @@ class Picture:
         if not isinstance(data, Mapping):
             return None
         content_type, url = _fields.text(data, "content_type"), _fields.text(data, "url")
-        if content_type is None or url is None:
+        if content_type is None or url is None or picture_url_problem(content_type, url):
             return None
-        return cls(content_type=content_type, url=url, name=_fields.text(data, "name"))
+        name = _fields.text(data, "name")
+        return cls(
+            content_type=content_type, url=url, name=name if name and len(name) <= MAX_PICTURE_NAME_CHARS else None
+        )
 
 
 @dataclass(frozen=True, slots=True)

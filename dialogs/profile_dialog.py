@@ -18,10 +18,11 @@ from botbuilder.dialogs.choices import Choice, FoundChoice, ListStyle
 from botbuilder.dialogs.prompts import AttachmentPrompt, PromptOptions, PromptValidatorContext
 from botbuilder.schema import Attachment
 
-from data_models import Picture, UserProfile
+from data_models import Picture, UserProfile, picture_url_problem
 from data_models.accessors import ModelProperty
+from data_models.user_profile import MAX_PICTURE_NAME_CHARS, PICTURE_TYPES
 
-from .names import NAME_MAX_LENGTH, NamePrompt, chosen_name
+from .names import NAME_MAX_LENGTH, NamePrompt, check_name, chosen_name
 from .prompts import ExactChoicePrompt, WholeNumberPrompt, YesNoPrompt
 from .questions import plain_text, question
 
@@ -38,7 +39,6 @@ _CONFIRM_PROMPT = "profile.confirm"
 
 TRANSPORT_CHOICES = ("Car", "Bus", "Bicycle")
 AGE_MIN, AGE_MAX = 1, 149
-PICTURE_TYPES = ("image/jpeg", "image/png")
 SKIP = "skip"
 YES_NO = ("Yes", "No")
 YES = frozenset({"yes", "y", "yeah", "yep", "yup", "sure", "ok", "okay", "yes please", "of course"})
@@ -173,9 +173,20 @@ def picture_attachment(picture: Picture) -> Attachment:
 
 
 def _first_picture(attachments: list[Attachment] | None) -> Picture | None:
+    """The first attachment that is a picture the profile can keep (see ``picture_url_problem``)."""
+    for attachment in attachments or []:
+        url = attachment.content_url
+        if attachment.content_type in PICTURE_TYPES and url and not picture_url_problem(attachment.content_type, url):
+            name = attachment.name if attachment.name and check_name(attachment.name) is None else None
+            return Picture(attachment.content_type, url, name[:MAX_PICTURE_NAME_CHARS] if name else None)
+    return None
+
+
+def _picture_problem(attachments: list[Attachment] | None) -> str | None:
+    """Why the first picture attached cannot be kept, or None when there is none or it can."""
     for attachment in attachments or []:
         if attachment.content_type in PICTURE_TYPES and attachment.content_url:
-            return Picture(attachment.content_type, attachment.content_url, attachment.name)
+            return picture_url_problem(attachment.content_type, attachment.content_url)
     return None
 
 
@@ -190,6 +201,12 @@ async def _validate_picture(prompt: PromptValidatorContext) -> bool:
     if prompt.recognized.succeeded and _first_picture(prompt.recognized.value):
         prompt.recognized.value = [a for a in prompt.recognized.value if a.content_type in PICTURE_TYPES]
         return True
+    problem = _picture_problem(prompt.recognized.value) if prompt.recognized.succeeded else None
+    if problem:  # the question again, with the reason (a validator that answers replaces the retry prompt)
+        await prompt.context.send_activity(
+            question(f"I can't keep that picture: {problem}. Send another JPEG or PNG, or type {SKIP}.")
+        )
+        return False
     text = (prompt.context.activity.text or "").strip().lower()
     if text == SKIP:
         prompt.recognized.value = None

@@ -13,17 +13,20 @@ if TYPE_CHECKING:
 
     from .base import (
         CorruptRecordError,
+        Delete,
         ETagConflictError,
         ExpiryPolicy,
         RecordTooLargeError,
         StateStorage,
         StorageError,
+        damaged_key,
     )
     from .memory import MemoryStateStorage
     from .sqlite import SqliteStorage
 
 __all__ = [
     "CorruptRecordError",
+    "Delete",
     "ETagConflictError",
     "ExpiryPolicy",
     "MemoryStateStorage",
@@ -32,17 +35,20 @@ __all__ = [
     "StateStorage",
     "StorageError",
     "build_storage",
+    "damaged_key",
 ]
 
 # Loaded on first use (PEP 562), so that ``config`` can import ``storage.registry`` without the storage contract
 # and botbuilder behind it: ``import config`` stays ~40 ms instead of ~600 ms (gunicorn's master imports it).
 _EXPORTED_FROM = {
     "CorruptRecordError": ".base",
+    "Delete": ".base",
     "ETagConflictError": ".base",
     "ExpiryPolicy": ".base",
     "RecordTooLargeError": ".base",
     "StateStorage": ".base",
     "StorageError": ".base",
+    "damaged_key": ".base",
     "MemoryStateStorage": ".memory",
     "SqliteStorage": ".sqlite",
 }

@@ -12,11 +12,14 @@ Summary:
 * ``read`` returns fresh dicts carrying the record's ``"e_tag"``; a record that cannot be decoded raises
   ``CorruptRecordError`` naming the key (and ``move_aside`` can take it out of the way).
 * ``write`` honours each item's ``"e_tag"`` (concrete: if-match; ``"*"``: create or overwrite; none:
-  create-only) and updates it in place after success. Several keys in one call are all-or-nothing where
-  ``atomic_writes`` is true, and written one by one in the order given, stopping at the first failure, where it
-  is false.
+  create-only) and updates it in place after success. An item may also be ``Delete(e_tag)``: the key is deleted
+  unless it changed since it was read. Several keys in one call are all-or-nothing where ``atomic_writes`` is
+  true, and written one by one in the order given, stopping at the first failure, where it is false.
 * ``delete`` of an absent key is not an error; ``compact`` drops old copies of deleted data (sqlite's WAL).
-* Under an ``ExpiryPolicy`` records carry an expiry; an expired record reads as absent on every backend.
+* Under an ``ExpiryPolicy`` records carry an expiry; an expired record reads as absent on every backend, and
+  ``refresh_due`` tells a caller when a record it read (unchanged) should be written again to stay alive.
+* ``move_aside`` keeps a damaged record's bytes under ``damaged_key(key)`` (the latest copy per key);
+  ``read_damaged`` reads such copies as text, so what is kept about a user can be exported and deleted too.
 * Service failures surface as ``StorageError`` (cause chained), never as vendor exceptions, and a failed read
   never looks like "absent". One operation takes at most ``operation_timeout`` seconds; a store that
   lost its container or table is repaired by ``_heal`` and the operation tried once more. After ``close()``
@@ -43,9 +46,11 @@ logger = logging.getLogger(__name__)
 
 E_TAG = "e_tag"
 ANY_E_TAG = "*"
-#: Where ``move_aside`` keeps damaged records: ``_damaged/<original key>/<UTC timestamp>``. No channel key
+#: Where ``move_aside`` keeps damaged records: ``_damaged/<original key>``, the latest copy per key. No channel key
 #: starts with an underscore (they are ``<channel>/users/...`` and ``<channel>/conversations/...``).
 DAMAGED_PREFIX = "_damaged/"
+#: The most of a damaged copy ``read_damaged`` returns, in characters.
+MAX_DAMAGED_TEXT = 64 * 1024
 #: Reserved top-level field of a stored document: when the record expires, in whole seconds since the epoch (UTC).
 #: Written by ``write`` under an ``ExpiryPolicy``, removed again by ``read``; never part of what callers see.
 EXPIRES_AT = "$expiresAt"
@@ -67,6 +72,12 @@ class ExpiryPolicy:
     conversation_ttl: timedelta | None = timedelta(days=30)
     user_ttl: timedelta | None = None
     clock: Callable[[], datetime] = _utc_now
+
+    def refresh_interval(self, ttl: timedelta) -> timedelta:
+        """How long after its last write a live record is written again when a turn reads it: a tenth of its time
+        to live, at most a day. A record read at least that often never expires; one left alone expires between
+        ``ttl - refresh_interval`` and ``ttl`` after the last turn that read it."""
+        return min(ttl / 10, timedelta(days=1))
 
     def ttl_for(self, key: str) -> timedelta | None:
         parts = key.split("/")
@@ -119,11 +130,26 @@ class StoredRecord:
 
 @dataclass(frozen=True, slots=True)
 class PendingWrite:
-    """One key of a ``write``: the encoded document and the condition (``None`` create-only, ``"*"`` any)."""
+    """One key of a ``write``: the encoded document and the condition (``None`` create-only, ``"*"`` any).
+
+    With ``delete`` the key is deleted instead (``document`` is empty): unless its e_tag changed from ``e_tag``,
+    or whatever it holds when ``e_tag`` is ``"*"``.
+    """
 
     key: str
     document: str
     e_tag: str | None
+    delete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """A ``write`` item that deletes its key, in the same call as the other items (all-or-nothing where the
+    backend writes atomically). With a stored ``e_tag`` the delete happens only if the record still has it
+    (``ETagConflictError`` when it changed); a record that is already gone is fine. ``"*"``: delete whatever is
+    there."""
+
+    e_tag: str = "*"
 
 
 def new_e_tag() -> str:
@@ -135,10 +161,9 @@ def new_e_tag() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-def damaged_key(key: str, now: datetime | None = None) -> str:
-    """The key a damaged record of ``key`` is moved to: ``_damaged/<key>/<UTC timestamp to the microsecond>``."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{DAMAGED_PREFIX}{key}/{moment.strftime('%Y%m%dT%H%M%S.%fZ')}"
+def damaged_key(key: str) -> str:
+    """The key a damaged record of ``key`` is moved to: ``_damaged/<key>`` (a later move replaces it)."""
+    return f"{DAMAGED_PREFIX}{key}"
 
 
 def _unique_keys(keys: Iterable[str]) -> list[str]:
@@ -188,16 +213,19 @@ class StateStorage(Storage):
     #: True when ``remove_expired`` can find expired records (sqlite, memory); elsewhere it removes nothing and
     #: expired records are skipped on read and overwritten by the next write (Cosmos also deletes them itself).
     expiry_cleanup: bool = False
+    #: Set by a caller whose ``compact`` failed after a deletion; the app tries again later and clears it.
+    compact_pending: bool = False
     _closed: bool = False
 
     # -- the contract ------------------------------------------------------------------------------------------
 
-    async def read(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+    async def read(self, keys: list[str], *, stamps: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
         """Return ``{key: document}`` for the keys that exist; absent keys are left out.
 
         Each document is a fresh dict (mutating it changes nothing stored) carrying the record's ``"e_tag"``.
         Raises ``CorruptRecordError`` (with ``.key``) when a record exists but cannot be decoded, and
-        ``StorageError`` when the store fails: a failure is never reported as "absent".
+        ``StorageError`` when the store fails: a failure is never reported as "absent". ``stamps``, when given,
+        receives the expiry stamp of every returned record that has one (for ``refresh_due``).
         """
         self._check_open()
         unique = _unique_keys(keys or [])
@@ -216,9 +244,23 @@ class StateStorage(Storage):
             expires_at = document.pop(EXPIRES_AT, None)
             if isinstance(expires_at, int) and expires_at <= now:
                 continue  # expired: absent to the caller, and replaced by its next create-only write
+            if stamps is not None and isinstance(expires_at, int):
+                stamps[key] = expires_at
             document[E_TAG] = record.e_tag
             items[key] = document
         return items
+
+    def refresh_due(self, key: str, stamp: int | None) -> bool:
+        """Whether a live record of ``key`` that was read with expiry ``stamp`` (None: it has none) should be
+        written again, unchanged, to stay alive: sliding expiry means every turn that reads a record extends it.
+        Rewritten at most once per ``ExpiryPolicy.refresh_interval``, not on every read."""
+        ttl = self.expiry.ttl_for(key) if self.expiry is not None else None
+        if ttl is None:
+            return False
+        if stamp is None:
+            return True  # written before this time to live was set
+        written = stamp - max(1, int(ttl.total_seconds()))
+        return self._now_epoch() - written >= self.expiry.refresh_interval(ttl).total_seconds()
 
     async def write(self, changes: Mapping[str, object]) -> None:
         """Store every item of ``changes`` (dicts or ``StoreItem``s), honouring each item's ``"e_tag"``.
@@ -239,6 +281,8 @@ class StateStorage(Storage):
 
         Under an ``expiry`` policy each record is stamped with ``now + ttl`` (sliding), and a create-only write
         replaces a record that has expired (conditionally on its e_tag, so a concurrent refresh still wins).
+
+        A ``Delete`` item deletes its key as part of the same write (see ``Delete``).
         """
         if changes is None:
             raise TypeError("write() needs a mapping of changes")
@@ -246,6 +290,11 @@ class StateStorage(Storage):
         pending: list[tuple[object, PendingWrite]] = []
         for key in _unique_keys(changes.keys()):
             item = changes[key]
+            if isinstance(item, Delete):
+                if not (isinstance(item.e_tag, str) and item.e_tag):
+                    raise ValueError(f"invalid e_tag {item.e_tag!r} to delete {key!r}: use a stored e_tag or '*'")
+                pending.append((item, PendingWrite(key, "", item.e_tag, delete=True)))
+                continue
             document = _as_document(key, item)
             e_tag = document.pop(E_TAG, None)
             if not (e_tag is None or (isinstance(e_tag, str) and e_tag)):
@@ -304,18 +353,37 @@ class StateStorage(Storage):
     async def move_aside(self, key: str) -> str | None:
         """Move the record of ``key`` (typically one that raised ``CorruptRecordError``) out of the way.
 
-        Its raw stored bytes are kept, unchanged, under ``damaged_key(key)`` (``_damaged/<key>/<timestamp>``),
-        and ``key`` itself becomes absent, so the next turn starts fresh. Returns the new key, or None when
-        ``key`` had no record. Raises ``ETagConflictError`` if the record changed while it was being moved.
+        Its raw stored bytes are kept, unchanged, under ``damaged_key(key)`` (``_damaged/<key>``, replacing an
+        earlier damaged copy of the same key), and ``key`` itself becomes absent, so the next turn starts fresh.
+        Returns the new key, or None when ``key`` had no record. Raises ``ETagConflictError`` if the record changed
+        while it was being moved.
         """
         self._check_open()
         (key,) = _unique_keys([key])
         new_key = damaged_key(key)
+        await self._run("move aside", lambda: self._remove(new_key))
         moved = await self._run("move aside", lambda: self._move(key, new_key))
         if not moved:
             return None
         logger.warning("%s: moved the damaged record %r aside to %r", self.name, key, new_key)
         return new_key
+
+    async def read_damaged(self, keys: list[str]) -> dict[str, str]:
+        """The damaged copies ``move_aside`` kept of ``keys``, as ``{key: text}`` for the keys that have one.
+
+        The text is the stored record as the backend keeps it (its envelope included), decoded as UTF-8 with
+        undecodable bytes replaced, and cut to ``MAX_DAMAGED_TEXT`` characters: for ``export``, never decoded.
+        """
+        self._check_open()
+        unique = _unique_keys(keys or [])
+        texts = await asyncio.gather(
+            *(self._run("read", lambda key=key: self._load_raw(damaged_key(key))) for key in unique)
+        )
+        return {
+            key: text if len(text) <= MAX_DAMAGED_TEXT else text[:MAX_DAMAGED_TEXT] + "..."
+            for key, text in zip(unique, texts, strict=True)
+            if text is not None
+        }
 
     async def compact(self) -> None:
         """Make deleted data unrecoverable from the store's own files where the backend keeps old copies.
@@ -380,7 +448,7 @@ class StateStorage(Storage):
     async def _over_expired(self, writes: list[PendingWrite]) -> list[PendingWrite]:
         """``writes`` with every create-only write whose key holds an expired record turned into a replace of
         that record (its e_tag as the condition). Unchanged when no record in the way has expired."""
-        creates = [write.key for write in writes if write.e_tag is None]
+        creates = [write.key for write in writes if write.e_tag is None and not write.delete]
         if not creates:
             return writes
         records = await self._run("read", lambda: self._load_many(creates))
@@ -398,6 +466,12 @@ class StateStorage(Storage):
         ]
 
     async def _write_one(self, write: PendingWrite) -> str:
+        if write.delete:
+            if write.e_tag == ANY_E_TAG:
+                await self._remove(write.key)
+            else:
+                await self._remove_if(write.key, write.e_tag or ANY_E_TAG)
+            return ""
         if write.e_tag is None:
             return await self._insert(write.key, write.document)
         if write.e_tag == ANY_E_TAG:
@@ -444,6 +518,17 @@ class StateStorage(Storage):
     async def _remove(self, key: str) -> None:
         """Delete ``key``; absent is fine."""
         raise NotImplementedError
+
+    async def _remove_if(self, key: str, e_tag: str) -> None:
+        """Only for backends without ``atomic_writes`` (the others delete in ``_write_atomic``): delete ``key`` if
+        its e_tag is still ``e_tag``; ``ETagConflictError`` if it changed; absent is fine."""
+        raise NotImplementedError
+
+    async def _load_raw(self, key: str) -> str | None:
+        """The record of ``key`` exactly as stored (its envelope included; undecodable bytes replaced), or None
+        when absent; never checked or decoded. Default: the document text ``_load_many`` returns."""
+        record = (await self._load_many([key])).get(key)
+        return None if record is None else record.document
 
     @abstractmethod
     async def _move(self, key: str, new_key: str) -> bool:

@@ -123,6 +123,40 @@ class BlobStorage(StateStorage):
                 return
             raise self._errors.error("delete", key, err) from err
 
+    async def _remove_if(self, key: str, e_tag: str) -> None:
+        try:
+            await self._container.delete_blob(
+                self._blob_name(key),
+                delete_snapshots="include",
+                etag=e_tag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except AzureError as err:
+            if status_of(err) == 404 and error_code_of(err) == "BlobNotFound":
+                return
+            if status_of(err) != 412:
+                raise self._errors.error("delete", key, err) from err
+            # Azurite answers 412 for a blob that is gone too; gone is what a delete wants.
+            if await self._exists(key):
+                raise ETagConflictError(f"blob: {key!r} changed since it was read, so it was not deleted") from err
+
+    async def _exists(self, key: str) -> bool:
+        try:
+            return bool(await self._blob(self._blob_name(key)).exists())
+        except AzureError as err:
+            raise self._errors.error("read", key, err) from err
+
+    async def _load_raw(self, key: str) -> str | None:
+        name = self._blob_name(key)
+        try:
+            download = await self._blob(name).download_blob(max_concurrency=1)
+            content = await download.readall()
+        except AzureError as err:
+            if status_of(err) == 404 and error_code_of(err) == "BlobNotFound":
+                return None
+            raise self._errors.error("read", key, err) from err
+        return content.decode("utf-8", "replace")
+
     async def _move(self, key: str, new_key: str) -> bool:
         name, new_name = self._blob_name(key), self._blob_name(new_key)
         try:

@@ -244,6 +244,33 @@ class CosmosStorage(StateStorage):
         except AzureError as err:
             raise self._error("delete", key, err) from err
 
+    async def _remove_if(self, key: str, e_tag: str) -> None:
+        item_id = escape_cosmos_key(key)
+        try:
+            await self._container.delete_item(
+                item=item_id, partition_key=item_id, etag=e_tag, match_condition=MatchConditions.IfNotModified
+            )
+        except CosmosAccessConditionFailedError as err:
+            raise ETagConflictError(f"cosmos: {key!r} changed since it was read, so it was not deleted") from err
+        except CosmosResourceNotFoundError as err:
+            if err.sub_status == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND:
+                raise self._error("delete", key, err, "the container does not exist") from err
+        except AzureError as err:
+            raise self._error("delete", key, err) from err
+
+    async def _load_raw(self, key: str) -> str | None:
+        item_id = escape_cosmos_key(key)
+        try:
+            item = await self._container.read_item(item=item_id, partition_key=item_id)
+        except CosmosResourceNotFoundError as err:
+            if err.sub_status == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND:
+                raise self._error("read", key, err, "the container does not exist") from err
+            return None
+        except AzureError as err:
+            raise self._error("read", key, err) from err
+        stored = {name: value for name, value in item.items() if not name.startswith("_")}
+        return json.dumps(stored, ensure_ascii=False, separators=(",", ":"))
+
     async def _move(self, key: str, new_key: str) -> bool:
         item_id = escape_cosmos_key(key)
         try:

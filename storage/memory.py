@@ -35,6 +35,10 @@ class MemoryStateStorage(StateStorage):
             self._check_condition(write)
         new_tags = []
         for write in writes:
+            if write.delete:
+                self._records.pop(write.key, None)
+                new_tags.append("")
+                continue
             e_tag = new_e_tag()
             self._records[write.key] = StoredRecord(write.document, e_tag)
             new_tags.append(e_tag)
@@ -42,6 +46,10 @@ class MemoryStateStorage(StateStorage):
 
     def _check_condition(self, write: PendingWrite) -> None:
         current = self._records.get(write.key)
+        if write.delete:
+            if write.e_tag != ANY_E_TAG and current is not None and current.e_tag != write.e_tag:
+                raise ETagConflictError(f"memory: {write.key!r} changed since it was read")
+            return
         if write.e_tag is None and current is not None:
             raise ETagConflictError(f"memory: {write.key!r} was created by another writer")
         if write.e_tag not in (None, ANY_E_TAG) and (current is None or current.e_tag != write.e_tag):

@@ -176,6 +176,10 @@ class SqliteStorage(StateStorage):
     async def _remove(self, key: str) -> None:
         await self._call("delete", _execute, "DELETE FROM bot_state WHERE key = ?", (key,))
 
+    async def _load_raw(self, key: str) -> str | None:
+        rows = await self._call("read", _fetch, "SELECT CAST(document AS BLOB) FROM bot_state WHERE key = ?", (key,))
+        return bytes(rows[0][0]).decode("utf-8", "replace") if rows else None
+
     async def _move(self, key: str, new_key: str) -> bool:
         query = "UPDATE bot_state SET key = ?, updated_at = ? WHERE key = ?"
         return await self._call("move aside", _execute, query, (new_key, _now(), key)) == 1
@@ -301,7 +305,17 @@ def _write(db: sqlite3.Connection, writes: list[PendingWrite]) -> list[str]:
 
 
 def _write_statement(db: sqlite3.Connection, write: PendingWrite) -> str:
-    """One key's write as one statement that checks its own condition."""
+    """One key's write as one statement that checks its own condition (a conditional delete that finds nothing
+    to delete looks once more to tell "changed" from "already gone")."""
+    if write.delete:
+        if write.e_tag == ANY_E_TAG:
+            db.execute("DELETE FROM bot_state WHERE key = ?", (write.key,))
+        elif (
+            db.execute("DELETE FROM bot_state WHERE key = ? AND e_tag = ?", (write.key, write.e_tag)).rowcount != 1
+            and db.execute("SELECT 1 FROM bot_state WHERE key = ?", (write.key,)).fetchone()
+        ):
+            raise ETagConflictError(f"sqlite: {write.key!r} changed since it was read, so it was not deleted")
+        return ""
     e_tag = new_e_tag()
     now = _now()
     if write.e_tag is None:

@@ -31,6 +31,7 @@ Semantics (see ``storage.base``)
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -167,6 +168,27 @@ class TableStorage(StateStorage):
             await self._table.delete_entity(partition_key, ROW_KEY)
         except AzureError as err:
             raise self._errors.error("delete", key, err) from err
+
+    async def _remove_if(self, key: str, e_tag: str) -> None:
+        partition_key = self._partition_key(key)
+        try:
+            # A missing entity is success here too (the SDK treats 404 on delete as success).
+            await self._table.delete_entity(
+                partition_key, ROW_KEY, etag=e_tag, match_condition=MatchConditions.IfNotModified
+            )
+        except AzureError as err:
+            if status_of(err) == 412:
+                raise ETagConflictError(f"table: {key!r} changed since it was read, so it was not deleted") from err
+            raise self._errors.error("delete", key, err) from err
+
+    async def _load_raw(self, key: str) -> str | None:
+        try:
+            entity = await self._table.get_entity(self._partition_key(key), ROW_KEY)
+        except AzureError as err:
+            if status_of(err) == 404 and error_code_of(err) == "ResourceNotFound":
+                return None
+            raise self._errors.error("read", key, err) from err
+        return json.dumps(dict(entity), ensure_ascii=False, default=str)
 
     async def _move(self, key: str, new_key: str) -> bool:
         partition_key = self._partition_key(key)

@@ -11,14 +11,19 @@ import contextlib
 import json
 import sqlite3
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from app import create_app
-from config import load_settings
-from storage.base import EXPIRES_AT
+from config import ConfigError, load_settings
+from storage import MemoryStateStorage
+from storage.base import EXPIRES_AT, ExpiryPolicy
 from tests.channel import Conversation, FakeChannel, serving
+from tests.harness import BotHarness
+from tests.test_storage_contract import Clock
 
 
 def _stored(path: Path) -> dict[str, dict]:
@@ -48,3 +53,31 @@ async def test_records_carry_the_configured_expiry_and_an_expired_conversation_s
         again = (await talk.say("still me")).text
         assert again.startswith("Ada sent: still me")  # the profile did not expire
         assert "#1 " in again  # the conversation's counter did
+
+
+async def test_an_active_users_records_never_expire_and_an_idle_ones_do() -> None:
+    """Sliding means sliding: every turn that reads a record extends it, even when nothing in it changes (the
+    profile of a user who only chats). Time moves by hand; the bot runs with the pipeline's load and save."""
+    store = MemoryStateStorage()
+    clock = Clock()
+    store.expiry = ExpiryPolicy(conversation_ttl=timedelta(hours=1), user_ttl=timedelta(hours=1), clock=clock)
+    active = BotHarness(store, user_id="active")
+    idle = BotHarness(store, user_id="idle", conversation_id="conv-idle")
+    for user, name in ((active, "Ada"), (idle, "Ida")):
+        await user.say_all("hi", name, "profile", "Car", "keep", "no", "skip", "yes")
+
+    for _ in range(10):  # five hours of a message every half hour
+        clock.advance(minutes=30)
+        assert (await active.say("still here")).startswith("Ada sent: still here")
+
+    assert (await active.stored(active.user_key))["UserProfile"]["transport"] == "Car"
+    assert await idle.stored(idle.user_key) is None
+    assert "don't know you yet" in await idle.say("back again")
+
+
+def test_the_users_record_must_live_at_least_as_long_as_their_conversations() -> None:
+    """The user's record holds the index of their conversations that forget uses: it may not expire first."""
+    for conversation_ttl, user_ttl in (("30d", "7d"), ("off", "400d")):
+        with pytest.raises(ConfigError, match=r"USER_TTL=.* is shorter than CONVERSATION_TTL"):
+            load_settings({"CONVERSATION_TTL": conversation_ttl, "USER_TTL": user_ttl})
+    assert load_settings({"CONVERSATION_TTL": "30d", "USER_TTL": "30d"}).user_ttl == timedelta(days=30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from botbuilder.schema import Attachment
 
+from data_models import Picture
 from storage import MemoryStateStorage
 from tests.harness import BotHarness
 
@@ -194,3 +195,39 @@ async def test_the_dialog_resumes_from_storage_with_a_new_bot(user: BotHarness) 
 
     assert "tell me your age" in await restarted.say("Ada")
     assert "How old are you?" in await restarted.say("yes")
+
+
+SMALL_PNG = "data:image/png;base64,iVBORw0KGgo="
+REFUSED_PICTURES = {
+    "an http link off this machine": ("image/png", "http://pictures.invalid/a.png", "must be an https:// address"),
+    "a javascript link": ("image/png", "javascript:alert(1)", "must be an https:// address"),
+    "a link longer than 2048 characters": ("image/png", "https://p.invalid/" + "a" * 2048, "longer than 2048"),
+    "an upload over 48 KB": ("image/png", "data:image/png;base64," + "A" * 70_000, "at most 48 KB"),
+    "data of another type": ("image/png", "data:text/html;base64,PHNjcmlwdD4=", "not a base64 JPEG or PNG"),
+    "data of the other image type": ("image/png", "data:image/jpeg;base64,/9j/", "not a base64 JPEG or PNG"),
+}
+
+
+@pytest.mark.parametrize("picture", REFUSED_PICTURES.values(), ids=REFUSED_PICTURES.keys())
+async def test_a_picture_the_profile_cannot_keep_is_refused_with_the_reason(
+    user: BotHarness, picture: tuple[str, str, str]
+) -> None:
+    content_type, url, reason = picture
+    await user.say_all("profile", "Car", "Ada", "no")
+
+    reply = await user.say(attachments=[Attachment(content_type=content_type, content_url=url, name="p")])
+
+    assert "I can't keep that picture" in reply
+    assert reason in reply
+    assert "Picture: p" in await user.say(
+        attachments=[Attachment(content_type="image/png", content_url=SMALL_PNG, name="p")]
+    )
+
+
+@pytest.mark.parametrize("url", ["https://files.invalid/me.png", SMALL_PNG, "http://127.0.0.1:8080/upload/1"])
+def test_a_keepable_picture_survives_a_round_trip_and_a_stored_unkeepable_one_reads_as_none(url: str) -> None:
+    picture = Picture("image/png", url, "me.png")
+
+    assert Picture.from_dict(picture.to_dict()) == picture
+    assert Picture.from_dict({**picture.to_dict(), "url": "https://p.invalid/" + "a" * 5000}) is None
+    assert Picture.from_dict({**picture.to_dict(), "name": "n" * 500}) == Picture("image/png", url, None)

@@ -14,7 +14,7 @@ from botbuilder.dialogs import DialogInstance, DialogState
 from botbuilder.dialogs.choices import Choice, ListStyle
 from botbuilder.dialogs.prompts import PromptOptions
 
-from storage import CorruptRecordError, ETagConflictError, StateStorage, StorageError
+from storage import CorruptRecordError, Delete, ETagConflictError, StateStorage, StorageError, damaged_key
 from storage.base import ExpiryPolicy
 from storage.codec import StateEncodingError
 from tests.backends import plant_raw
@@ -336,7 +336,7 @@ async def test_a_damaged_record_names_its_key_and_can_be_moved_aside(storage: St
     moved_to = await storage.move_aside(CONVERSATION)
 
     assert moved_to is not None
-    assert moved_to.startswith(f"_damaged/{CONVERSATION}/")
+    assert moved_to == f"_damaged/{CONVERSATION}"
     assert await storage.read([CONVERSATION]) == {}
     with pytest.raises(CorruptRecordError):  # kept, still as damaged as it was
         await storage.read([moved_to])
@@ -349,6 +349,22 @@ async def test_moving_aside_an_absent_key_returns_none(storage: StateStorage) ->
     assert await storage.move_aside(KEY) is None
 
 
+async def test_the_latest_damaged_copy_of_a_key_is_kept_and_read_back_as_text(storage: StateStorage) -> None:
+    await plant_raw(storage, CONVERSATION, "{first damage")
+    await storage.move_aside(CONVERSATION)
+    await plant_raw(storage, CONVERSATION, "{second damage")
+
+    moved_to = await storage.move_aside(CONVERSATION)
+
+    copies = await storage.read_damaged([CONVERSATION, USER])
+    assert list(copies) == [CONVERSATION]  # USER has no damaged copy
+    assert "{second damage" in copies[CONVERSATION]
+    assert "{first damage" not in copies[CONVERSATION]
+    assert moved_to == damaged_key(CONVERSATION)
+    await storage.write({damaged_key(CONVERSATION): Delete()})
+    assert await storage.read_damaged([CONVERSATION]) == {}
+
+
 async def test_compact_keeps_every_record(storage: StateStorage) -> None:
     await storage.write({USER: {"v": 1}, CONVERSATION: {"v": 2}})
     await storage.delete([CONVERSATION])
@@ -356,6 +372,47 @@ async def test_compact_keeps_every_record(storage: StateStorage) -> None:
     await storage.compact()
 
     assert {key: item["v"] for key, item in (await storage.read([USER, CONVERSATION])).items()} == {USER: 1}
+
+
+# -- deletes in a write ---------------------------------------------------------------------------------------
+
+
+async def test_a_delete_with_the_e_tag_read_deletes_and_one_with_a_stale_e_tag_conflicts(
+    storage: StateStorage,
+) -> None:
+    await storage.write({USER: {"v": 1}, CONVERSATION: {"v": 1}})
+    read = await storage.read([USER, CONVERSATION])
+    await storage.write({CONVERSATION: {**read[CONVERSATION], "v": 2}})  # changed since it was read
+
+    with pytest.raises(ETagConflictError):
+        await storage.write({CONVERSATION: Delete(read[CONVERSATION]["e_tag"])})
+    await storage.write({USER: Delete(read[USER]["e_tag"])})
+
+    assert set(await storage.read([USER, CONVERSATION])) == {CONVERSATION}
+    await storage.write({USER: Delete(read[USER]["e_tag"])})  # already gone: fine
+    await storage.write({CONVERSATION: Delete()})  # "*": whatever is there
+    assert await storage.read([USER, CONVERSATION]) == {}
+
+
+async def test_deletes_and_writes_in_one_call_follow_the_backends_atomicity(storage: StateStorage) -> None:
+    await storage.write({USER: {"v": 1}, CONVERSATION: {"v": 1}})
+    read = await storage.read([USER, CONVERSATION])
+    await storage.write({USER: {**read[USER], "v": 2}})  # another turn got there first
+
+    with pytest.raises(ETagConflictError):
+        await storage.write({CONVERSATION: Delete(read[CONVERSATION]["e_tag"]), USER: Delete(read[USER]["e_tag"])})
+
+    left = await storage.read([USER, CONVERSATION])
+    if storage.atomic_writes:
+        assert set(left) == {USER, CONVERSATION}  # nothing happened
+    else:
+        assert set(left) == {USER}  # in order: the conversation went, the user's conflict stopped the rest
+    assert left[USER]["v"] == 2
+
+
+async def test_a_delete_needs_a_stored_e_tag_or_a_star(storage: StateStorage) -> None:
+    with pytest.raises(ValueError, match="e_tag"):
+        await storage.write({USER: Delete("")})
 
 
 # -- close -----------------------------------------------------------------------------------------------------
@@ -442,6 +499,24 @@ async def test_a_stale_writer_cannot_revive_an_expired_record_someone_else_repla
     with pytest.raises(ETagConflictError):
         await storage.write({CONVERSATION: {"v": "another create-only"}})
     assert (await storage.read([CONVERSATION]))[CONVERSATION]["v"] == "new turn"
+
+
+async def test_a_read_reports_each_records_expiry_and_refresh_is_due_after_a_tenth_of_its_life(
+    storage: StateStorage, clock: Clock
+) -> None:
+    await storage.write({CONVERSATION: {"count": 1}, USER: {"name": "Ada"}})
+    stamps: dict[str, int] = {}
+
+    await storage.read([CONVERSATION, USER], stamps=stamps)
+
+    assert list(stamps) == [CONVERSATION]  # users have no TTL here
+    assert not storage.refresh_due(CONVERSATION, stamps[CONVERSATION])
+    assert not storage.refresh_due(USER, None)
+    assert storage.refresh_due(CONVERSATION, None)  # written before its TTL was set
+    clock.advance(minutes=5, seconds=59)
+    assert not storage.refresh_due(CONVERSATION, stamps[CONVERSATION])
+    clock.advance(seconds=1)
+    assert storage.refresh_due(CONVERSATION, stamps[CONVERSATION])
 
 
 async def test_remove_expired_deletes_in_bounded_batches_where_the_backend_can(

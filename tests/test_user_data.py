@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
 from botbuilder.schema import Activity, Attachment
 
+from app import create_app
+from bots import create_bot
 from bots.commands import EXPORT_FILE_NAME
+from bots.pipeline import NOT_COMPACTED_TEXT
 from bots.state_bot import NEWER_RECORD_TEXT
-from config import Settings
+from bots.user_data import MAX_EXPORT_BYTES
+from config import Settings, load_settings
 from data_models import ConversationIndex, KnownConversation
 from data_models.conversation_index import MAX_CONVERSATIONS
-from storage import MemoryStateStorage, SqliteStorage, StateStorage
-from tests.channel import Conversation, FakeChannel
+from data_models.user_profile import MAX_PICTURE_DATA_CHARS
+from storage import Delete, MemoryStateStorage, SqliteStorage, StateStorage, StorageError
+from tests.backends import plant_raw
+from tests.channel import Conversation, FakeChannel, serving
 from tests.harness import BotHarness
 from tests.scan import scan
 
@@ -197,3 +204,116 @@ def test_the_index_is_bounded_and_keeps_the_most_recent_conversations() -> None:
     assert len(index.conversations) == MAX_CONVERSATIONS
     assert index.conversations[0] == KnownConversation("conv-5", group=True)
     assert ConversationIndex.from_dict(json.loads(json.dumps(index.to_dict()))) == index
+
+
+# --- damaged copies, conditional deletes, bounded export (issue 15) ---------------------------------------------
+
+
+async def test_forget_and_export_include_the_damaged_copies_of_the_users_records(storage: StateStorage) -> None:
+    """A record of the user that was damaged was moved aside (as the pipeline does); export shows its stored text
+    and forget deletes it with the rest."""
+    alice = BotHarness(storage)
+    await alice.say_all("hi", SECRET_NAME)
+    elsewhere = alice.elsewhere("conv-2")
+    await elsewhere.say_all("profile", "Car", DRAFT_NAME)
+    await plant_raw(storage, elsewhere.member_key, '{"damaged draft of ' + DRAFT_NAME)
+    await storage.move_aside(elsewhere.member_key)
+    await plant_raw(storage, alice.user_key, '{"an old damaged profile of ' + SECRET_NAME)
+    await storage.move_aside(alice.user_key)
+    await alice.say_all("hi", SECRET_NAME)  # the user record starts afresh
+    await elsewhere.say("hello")  # and the index learns conv-2 again
+
+    _, exported = await _export(alice)
+
+    copies = {copy["of"]: copy["stored_text"] for copy in exported["damaged_copies"]}
+    assert SECRET_NAME in copies["your user record"]
+    assert DRAFT_NAME in copies["your part of another conversation"]
+    assert "2 damaged copies" in await alice.say_all("forget", "yes")
+    assert await storage.read_damaged([alice.user_key, elsewhere.member_key]) == {}
+    stored = await scan(storage)
+    assert SECRET_NAME not in stored
+    assert DRAFT_NAME not in stored
+
+
+async def test_export_is_bounded_and_lists_the_conversations_past_the_bound_by_id() -> None:
+    user = BotHarness(MemoryStateStorage())
+    await user.say_all("hi", "Ada")
+    picture = "data:image/png;base64," + "A" * (MAX_PICTURE_DATA_CHARS - 40)
+    for number in range(6):
+        elsewhere = user.elsewhere(f"conv-big-{number}")
+        await elsewhere.say_all("profile", "Car", "keep", "no")
+        await elsewhere.send(
+            Activity(type="message", attachments=[Attachment(content_type="image/png", content_url=picture)])
+        )
+
+    text, exported = await _export(user)
+
+    assert len(json.dumps(exported).encode()) <= MAX_EXPORT_BYTES + 4096
+    omitted = [item["id"] for item in exported["conversations"] if "omitted" in item]
+    assert omitted, "some conversations are listed by id only"
+    assert f"{len(omitted)} of them are listed without their content" in text
+    assert {item["id"] for item in exported["conversations"]} == {"conv-1", *(f"conv-big-{n}" for n in range(6))}
+
+
+class RaceBeforeDeleting(MemoryStateStorage):
+    """Runs ``race`` once, right before the first write that deletes something: another conversation's turn
+    landing between what ``forget`` read and what it deletes (two processes, deterministically)."""
+
+    race: Callable[[], Awaitable[object]] | None = None
+
+    async def write(self, changes: Mapping[str, object]) -> None:
+        race, self.race = self.race, None
+        if race is not None and any(isinstance(item, Delete) for item in changes.values()):
+            await race()
+        await super().write(changes)
+
+
+async def test_a_conversation_started_while_forget_runs_is_forgotten_too(
+    http: aiohttp.ClientSession, channel: FakeChannel
+) -> None:
+    """Forget read the index; then the same user starts a dialog in a new conversation (their draft is stored and
+    the conversation joins the index). The user record's delete is conditional, so forget's write conflicts, the
+    turn runs again with the new index, and the new draft goes too."""
+    store = RaceBeforeDeleting()
+    settings = load_settings({"PORT": "0", "STORAGE": "memory"})
+    async with serving(await create_app(settings, bot_factory=lambda _: create_bot(store))) as url:
+        here = Conversation(http, url, channel, expect_replies=True)
+        there = Conversation(http, url, channel, user_id=here.user_id, expect_replies=True)
+        await here.say("hi")
+        await here.say(SECRET_NAME)
+        await here.say("forget")
+
+        async def race() -> None:
+            racer = BotHarness(store, here.user_id, there.conversation_id, here.channel_id)
+            await racer.say_all("profile", "Car", DRAFT_NAME)
+
+        store.race = race
+        reply = await here.say("yes")
+
+    assert "your profile and your state in 2 conversations" in reply.text
+    assert DRAFT_NAME not in await scan(store)
+    assert SECRET_NAME not in await scan(store)
+
+
+async def test_a_failed_compaction_after_forget_is_reported_and_retried_not_an_outage(
+    http: aiohttp.ClientSession, channel: FakeChannel
+) -> None:
+    class CannotCompact(MemoryStateStorage):
+        async def _compact(self) -> None:
+            raise StorageError("memory: compaction failed (simulated)")
+
+    store = CannotCompact()
+    settings = load_settings({"PORT": "0", "STORAGE": "memory"})
+    async with serving(await create_app(settings, bot_factory=lambda _: create_bot(store))) as url:
+        talk = Conversation(http, url, channel, expect_replies=True)
+        await talk.say("hi")
+        await talk.say(SECRET_NAME)
+        await talk.say("forget")
+
+        reply = await talk.say("yes")
+
+    assert reply.status == 200
+    assert "forgotten everything" in reply.texts[0]
+    assert reply.texts[1] == NOT_COMPACTED_TEXT
+    assert store.compact_pending
+    assert SECRET_NAME not in await scan(store)
