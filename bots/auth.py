@@ -1,12 +1,16 @@
 """Who may talk to the bot, and the token the bot shows when it answers.
 
-``BotAuthentication`` is our own ``BotFrameworkAuthentication``: it replaces the SDK's token validation, which in
-botframework-connector 4.17.1 fetches signing keys with a blocking ``requests.get`` on the event loop, never
-remembers a failed fetch, and answers forged tokens with a 500 (see PITFALLS.md). Here:
+``BotAuthentication`` is our own ``BotFrameworkAuthentication``: it replaces the SDK's token validation because, as
+measured with botframework-connector 4.17.1, the SDK fetches signing keys with a blocking ``requests.get`` on the
+event loop, never remembers a failed fetch, and answers forged tokens with a 500. Here:
 
-* keys come over aiohttp with bounded timeouts, are cached per OpenID metadata URL, refreshed in the background,
-  re-fetched for an unknown ``kid`` at most once per ``UNKNOWN_KEY_INTERVAL`` (one fetch in flight, shared), and
-  a failed fetch is remembered with exponential backoff while the keys we already have stay in use;
+* keys come over aiohttp with bounded timeouts, are cached per OpenID metadata URL and refreshed in the background
+  every 12 hours; a failed fetch is remembered with exponential backoff (2 s doubling to 300 s) while the keys we
+  already have stay in use, and one fetch runs at a time, shared by every request waiting for it;
+* an unknown ``kid`` re-fetches the keys only for a token that passes every check made without the signature, at
+  most once per 30 s (``UNKNOWN_KEY_INTERVAL``) whatever the ``kid``, and at most once per 60 s for the same
+  ``kid`` (``SAME_KID_INTERVAL``; up to 1024 such ``kid`` values remembered): each fetch brings the whole key
+  document, so forged tokens with random ``kid`` values cannot keep out a newly published key for more than 60 s;
 * a token is accepted only if RS256-signed by a published key endorsed for the activity's channel, issued by
   the expected issuer, for this bot's app id, within its lifetime (``CLOCK_SKEW`` of slack) and, for channel
   tokens, naming the activity's ``serviceUrl``. Emulator tokens (Microsoft Entra ID, ``appid``/``azp`` = our
@@ -29,6 +33,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -62,7 +67,10 @@ MAX_DOCUMENT_BYTES = 512 * 1024
 MAX_TOKEN_CHARS = 16 * 1024
 CLOCK_SKEW = 300  # seconds; what the Bot Framework SDKs allow
 KEY_REFRESH_INTERVAL = 12 * 3600.0
-UNKNOWN_KEY_INTERVAL = 300.0
+UNKNOWN_KEY_INTERVAL = 30.0  # seconds between fetches caused by unknown kids, whichever kids they are
+SAME_KID_INTERVAL = 60.0  # seconds before the same unknown kid may cause another fetch
+MAX_REMEMBERED_KIDS = 1024
+MAX_KID_CHARS = 256  # longer kids never cause a fetch (Microsoft's are under 50 characters)
 FIRST_BACKOFF = 2.0
 MAX_BACKOFF = 300.0
 REFRESH_CHECK_INTERVAL = 60.0
@@ -163,29 +171,45 @@ def _b64_int(text: str) -> int:
 class KeySet:
     """The signing keys published behind one OpenID metadata URL, fetched without ever blocking a request long.
 
-    ``key(kid)`` answers from the cache; an unknown ``kid`` triggers a re-fetch only if none was attempted in the
-    last ``UNKNOWN_KEY_INTERVAL`` seconds and the last failure's backoff has passed. One fetch runs at a time and
-    every request that needs it waits for that same one (at most ``FETCH_TIMEOUT``). A failed fetch keeps the
-    keys we have.
+    ``key(kid)`` answers from the cache. An unknown ``kid`` triggers a re-fetch of the whole key document only if
+    none was started in the last ``unknown_key_interval`` seconds (``UNKNOWN_KEY_INTERVAL``), this ``kid`` was not
+    missing from a fetch started in the last ``same_kid_interval`` seconds (``SAME_KID_INTERVAL``), and the last
+    failure's backoff has passed; a request whose ``kid`` may re-fetch also waits for a fetch already running.
+    So a key published at least ``same_kid_interval`` seconds ago is accepted, however many forged ``kid``
+    values arrive. One fetch runs at a time and every request that needs it waits for that same one (at most
+    ``FETCH_TIMEOUT``). A failed fetch keeps the keys we have.
     """
 
-    def __init__(self, name: str, metadata_url: str, client: _Fetcher) -> None:
+    def __init__(
+        self, name: str, metadata_url: str, client: _Fetcher, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.name = name
         self.metadata_url = metadata_url
         self._client = client
+        # Every time the key set reads is from this clock, so that tests can move it instead of sleeping.
+        self.clock = clock
         self._keys: dict[str, SigningKey] = {}
-        self._fetched_at = -math.inf
+        self._fetched_at = -math.inf  # when the fetch that produced ``_keys`` started
         self._attempted_at = -math.inf
         self._failures = 0
         self._retry_at = -math.inf
         self._task: asyncio.Task[None] | None = None
+        # kid -> start of the last successful fetch it was missing from, oldest first; at most MAX_REMEMBERED_KIDS.
+        self._missing: dict[str, float] = {}
         self.fetches = 0
-        # How soon after the last fetch an unknown kid may cause another; an attribute so tests can age it.
+        # Attributes rather than constants so that tests can age them.
         self.unknown_key_interval = UNKNOWN_KEY_INTERVAL
+        self.same_kid_interval = SAME_KID_INTERVAL
 
     @property
     def cached(self) -> int:
+        """How many signing keys are cached."""
         return len(self._keys)
+
+    @property
+    def remembered_kids(self) -> int:
+        """How many unknown ``kid`` values are remembered (bounded by ``MAX_REMEMBERED_KIDS``)."""
+        return len(self._missing)
 
     def due(self, now: float) -> bool:
         """Whether the background refresher should fetch now (only key sets that were ever needed)."""
@@ -194,13 +218,19 @@ class KeySet:
         return now - self._fetched_at >= KEY_REFRESH_INTERVAL or not self._keys
 
     async def key(self, kid: str) -> SigningKey:
+        """The published key ``kid``; ``AuthenticationError`` if unknown, ``KeysUnavailableError`` if none cached.
+
+        Call it only for tokens that passed every check that needs no signature: an unknown ``kid`` may cost a
+        fetch.
+        """
         found = self._keys.get(kid)
         if found is not None:
             return found
-        now = time.monotonic()
-        if now < self._retry_at and not self._keys:
-            raise KeysUnavailableError(self._retry_at - now)
-        if self._keys and (now < self._retry_at or now - self._attempted_at < self.unknown_key_interval):
+        now = self.clock()
+        if not self._keys:
+            if now < self._retry_at:
+                raise KeysUnavailableError(self._retry_at - now)
+        elif not self._may_refetch(kid, now):
             raise AuthenticationError("unknown signing key")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.refresh()), FETCH_TIMEOUT + 1)
@@ -208,18 +238,44 @@ class KeySet:
         if found is not None:
             return found
         if not self._keys:
-            raise KeysUnavailableError(max(self._retry_at - time.monotonic(), FIRST_BACKOFF))
+            raise KeysUnavailableError(max(self._retry_at - self.clock(), FIRST_BACKOFF))
+        self._remember_missing(kid)
         raise AuthenticationError("unknown signing key")
+
+    def _may_refetch(self, kid: str, now: float) -> bool:
+        if now < self._retry_at or len(kid) > MAX_KID_CHARS:
+            return False
+        missing_since = self._missing.get(kid)
+        if missing_since is not None and now - missing_since < self.same_kid_interval:
+            return False
+        if self._task is not None and not self._task.done():
+            return True  # joining the fetch in flight costs no fetch
+        return now - self._attempted_at >= self.unknown_key_interval
+
+    def _remember_missing(self, kid: str) -> None:
+        # The cached keys came from the fetch started at _fetched_at and kid is not among them, so kid's key (if it
+        # is genuine) was published after that moment: counting its window from there never delays it longer.
+        now = self.clock()
+        self._missing.pop(kid, None)
+        if now - self._fetched_at < self.same_kid_interval:
+            self._missing[kid] = self._fetched_at
+        while self._missing:
+            oldest, since = next(iter(self._missing.items()))
+            if now - since < self.same_kid_interval and len(self._missing) <= MAX_REMEMBERED_KIDS:
+                break
+            del self._missing[oldest]
 
     def refresh(self) -> asyncio.Task[None]:
         """Start a fetch unless one is running; the task never raises."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._refresh(), name=f"refresh {self.name} signing keys")
+            self._attempted_at = self.clock()
+            self.fetches += 1
+            self._task = asyncio.create_task(
+                self._refresh(self._attempted_at), name=f"refresh {self.name} signing keys"
+            )
         return self._task
 
-    async def _refresh(self) -> None:
-        self._attempted_at = time.monotonic()
-        self.fetches += 1
+    async def _refresh(self, started: float) -> None:
         try:
             async with asyncio.timeout(FETCH_TIMEOUT):
                 metadata = await self._client.get_json(self.metadata_url)
@@ -232,7 +288,7 @@ class KeySet:
         except (KeyFetchError, TimeoutError) as err:
             self._failures += 1
             delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (self._failures - 1))
-            self._retry_at = time.monotonic() + delay
+            self._retry_at = self.clock() + delay
             logger.warning(
                 "could not fetch the %s signing keys from %s: %s; %s; next attempt in %g s",
                 self.name,
@@ -245,10 +301,11 @@ class KeySet:
         self._keys = keys
         self._failures = 0
         self._retry_at = -math.inf
-        self._fetched_at = time.monotonic()
+        self._fetched_at = started
         logger.debug("fetched %d %s signing keys", len(keys), self.name)
 
     async def close(self) -> None:
+        """Cancel a fetch in flight."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -387,19 +444,38 @@ class BotAuthentication(BotFrameworkAuthentication):
             keys, from_channel = self.emulator_keys, False
         else:
             raise AuthenticationError("untrusted issuer")
+        # Everything that needs no signature is checked before the key lookup: only a token that could be genuine
+        # may make us fetch keys for an unknown kid.
+        self._check_claims(self._decode(token, None, issuer), from_channel, activity)
         self._start_refresher()
         signing_key = await keys.key(kid)
         if signing_key.endorsements and activity.channel_id not in signing_key.endorsements:
             raise AuthenticationError("the signing key is not endorsed for this channel")
+        # Decoded again with the signature; the claims are checked again too, as time passed while keys were fetched.
+        return self._decode(token, signing_key.key, issuer)
+
+    def _decode(self, token: str, key: RSAPublicKey | None, issuer: str) -> dict[str, Any]:
+        """The claims if issuer, audience and lifetime are right, and the signature too unless ``key`` is None."""
         try:
-            claims = jwt.decode(
+            return jwt.decode(
                 token,
-                signing_key.key,
+                key,
                 algorithms=["RS256"],
                 audience=self._app_id,
                 issuer=issuer,
                 leeway=CLOCK_SKEW,
-                options={"require": ["exp", "iss", "aud"]},
+                # Each check named: without the signature check, PyJWT would skip every claim check by default.
+                options={
+                    "verify_signature": key is not None,
+                    "verify_exp": True,
+                    "verify_nbf": True,
+                    "verify_iat": True,
+                    "verify_aud": True,
+                    "verify_iss": True,
+                    "verify_sub": True,
+                    "verify_jti": True,
+                    "require": ["exp", "iss", "aud"],
+                },
             )
         except jwt.ExpiredSignatureError as err:
             raise AuthenticationError("the token has expired") from err
@@ -411,6 +487,8 @@ class BotAuthentication(BotFrameworkAuthentication):
             raise AuthenticationError("bad signature") from err
         except jwt.PyJWTError as err:
             raise AuthenticationError("invalid token claims") from err
+
+    def _check_claims(self, claims: dict[str, Any], from_channel: bool, activity: Activity) -> None:
         if from_channel:
             if claims.get("serviceurl") != activity.service_url:
                 raise AuthenticationError("the token's serviceurl claim does not match the activity")
@@ -421,7 +499,6 @@ class BotAuthentication(BotFrameworkAuthentication):
                 raise AuthenticationError("unknown Emulator token version")
             if claims.get(app_claim) != self._app_id:
                 raise AuthenticationError("the token was issued to another app")
-        return claims
 
     def _start_refresher(self) -> None:
         if self._refresher is None or self._refresher.done():
@@ -430,9 +507,8 @@ class BotAuthentication(BotFrameworkAuthentication):
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(REFRESH_CHECK_INTERVAL)
-            now = time.monotonic()
             for keys in (self.channel_keys, self.emulator_keys):
-                if keys.due(now):
+                if keys.due(keys.clock()):
                     await keys.refresh()
 
     async def outgoing_token(self, audience: str | None = None) -> str | None:

@@ -13,6 +13,7 @@ import json
 import logging
 import sqlite3
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,14 @@ import pytest_asyncio
 from aiohttp import web
 
 from app import RUNTIME, create_app
-from bots.auth import KEY_REFRESH_INTERVAL, BotAuthentication
+from bots.auth import (
+    KEY_REFRESH_INTERVAL,
+    MAX_KID_CHARS,
+    MAX_REMEMBERED_KIDS,
+    AuthenticationError,
+    BotAuthentication,
+)
+from bots.auth import KeySet as Keys
 from config import Settings, load_settings
 from tests.channel import BOT_ID, FakeChannel
 from tests.identity import (
@@ -281,6 +289,176 @@ async def test_a_rotated_key_is_picked_up_on_first_sight(
     status, body, _ = await post(http, bot.url, activity(), bearer(sign(channel_claims(SERVICE_URL), new, "key-2")))
 
     assert status == 200, body
+
+
+class Clock:
+    """A monotonic clock that moves only when told: a key set's intervals age without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def warmed_clock(keys: Keys) -> Clock:
+    """Give ``keys`` (already fetched on the real clock) a clock that tests move by hand."""
+    clock = Clock()
+    keys.clock = clock
+    return clock
+
+
+def forged(**claims: Any) -> str:
+    """A token that passes every check made without the signature, signed by an unpublished key, random kid."""
+    return bearer(sign(channel_claims(SERVICE_URL, **claims), OTHER_KEY, kid=f"forged-{uuid.uuid4()}"))
+
+
+async def test_a_key_published_after_a_forged_kid_used_the_refetch_is_accepted_within_the_global_interval(
+    bot: App, key_server: KeyServer, http: aiohttp.ClientSession
+) -> None:
+    valid = bearer(sign(channel_claims(SERVICE_URL), CHANNEL_KEY))
+    assert (await post(http, bot.url, activity(), valid))[0] == 200
+    keys = bot.auth.channel_keys
+    clock = warmed_clock(keys)
+    clock.advance(keys.unknown_key_interval)
+    fetches = keys.fetches
+
+    assert (await post(http, bot.url, activity(user="mallory"), forged()))[0] == 401
+    assert keys.fetches == fetches + 1  # the forgery used the refetch, just before the new key appeared
+    new = new_key()
+    key_server.sets["channel"].keys.append(jwk(new, "key-2", ["emulator"]))
+    genuine = bearer(sign(channel_claims(SERVICE_URL), new, "key-2"))
+    assert (await post(http, bot.url, activity(), genuine))[0] == 401  # the global interval holds for everyone
+    clock.advance(keys.unknown_key_interval - 1)
+    for i in range(5):
+        assert (await post(http, bot.url, activity(user=f"m{i}"), forged()))[0] == 401
+    assert keys.fetches == fetches + 1
+    clock.advance(1)
+
+    status, body, _ = await post(http, bot.url, activity(), genuine)
+
+    assert status == 200, body
+    assert keys.fetches == fetches + 2
+
+
+async def test_forged_tokens_with_distinct_kids_cause_at_most_one_fetch_per_global_interval(
+    bot: App, http: aiohttp.ClientSession
+) -> None:
+    assert (await post(http, bot.url, activity(), bearer(sign(channel_claims(SERVICE_URL), CHANNEL_KEY))))[0] == 200
+    keys = bot.auth.channel_keys
+    clock = warmed_clock(keys)
+    fetches = keys.fetches
+
+    for window in range(3):
+        clock.advance(keys.unknown_key_interval)
+        concurrent = await asyncio.gather(
+            *(post(http, bot.url, activity(user=f"w{window}c{i}"), forged()) for i in range(15))
+        )
+        one_by_one = [await post(http, bot.url, activity(user=f"w{window}s{i}"), forged()) for i in range(15)]
+        assert {status for status, _, _ in [*concurrent, *one_by_one]} == {401}
+
+    assert keys.fetches == fetches + 3  # ninety distinct kids in three windows: three fetches
+
+
+async def test_the_same_unknown_kid_does_not_refetch_within_its_own_window(
+    bot: App, key_server: KeyServer, http: aiohttp.ClientSession
+) -> None:
+    """The channel signs with a key before its key document shows it: the kid is refused and remembered, and
+    the key is in use 60 s after the kid's first fetch, however the forgeries around it fare."""
+    assert (await post(http, bot.url, activity(), bearer(sign(channel_claims(SERVICE_URL), CHANNEL_KEY))))[0] == 200
+    keys = bot.auth.channel_keys
+    clock = warmed_clock(keys)
+    clock.advance(keys.unknown_key_interval)
+    fetches = keys.fetches
+    early = new_key()
+    early_token = bearer(sign(channel_claims(SERVICE_URL), early, "key-early"))
+
+    assert (await post(http, bot.url, activity(), early_token))[0] == 401
+    assert keys.fetches == fetches + 1
+    clock.advance(keys.unknown_key_interval)  # the global interval is over, the kid's own is not
+    assert (await post(http, bot.url, activity(), early_token))[0] == 401
+    assert keys.fetches == fetches + 1
+    assert (await post(http, bot.url, activity(user="mallory"), forged()))[0] == 401
+    assert keys.fetches == fetches + 2  # another kid may refetch now: the global interval really was over
+
+    key_server.sets["channel"].keys.append(jwk(early, "key-early", ["emulator"]))
+    clock.advance(keys.same_kid_interval - keys.unknown_key_interval - 1)
+    assert (await post(http, bot.url, activity(), early_token))[0] == 401
+    assert keys.fetches == fetches + 2
+    clock.advance(1)
+
+    status, body, _ = await post(http, bot.url, activity(), early_token)
+
+    assert status == 200, body
+    assert keys.fetches == fetches + 3
+
+
+def _expired() -> dict[str, int]:
+    return {"exp": int(time.time()) - 3600, "nbf": int(time.time()) - 7200}
+
+
+UNSIGNED_CHECKS: dict[str, tuple[dict[str, Any], str]] = {
+    "wrong audience": ({"aud": "another-app"}, "another audience"),
+    "expired": (_expired(), "expired"),
+    "not yet valid": ({"nbf": int(time.time()) + 3600}, "not valid yet"),
+    "untrusted issuer": ({"iss": "https://evil.example"}, "untrusted issuer"),
+    "wrong serviceurl": ({"serviceurl": "http://127.0.0.1:10/"}, "serviceurl"),
+}
+
+
+async def test_tokens_failing_the_checks_made_without_the_signature_never_cause_a_fetch(
+    bot: App, http: aiohttp.ClientSession
+) -> None:
+    assert (await post(http, bot.url, activity(), bearer(sign(channel_claims(SERVICE_URL), CHANNEL_KEY))))[0] == 200
+    keys = bot.auth.channel_keys
+    clock = warmed_clock(keys)
+    clock.advance(keys.unknown_key_interval)
+    fetches = keys.fetches
+
+    for name, (claims, reason) in UNSIGNED_CHECKS.items():
+        status, body, _ = await post(http, bot.url, activity(user="mallory"), forged(**claims))
+        assert status == 401, name
+        assert reason in body["error"]["message"], (name, body)
+    emulator = sign(emulator_claims("1.0", appid="another-app"), OTHER_KEY, kid=f"forged-{uuid.uuid4()}")
+    status, body, _ = await post(http, bot.url, activity(user="mallory"), bearer(emulator))
+    assert status == 401
+    assert "another app" in body["error"]["message"], body
+
+    assert keys.fetches == fetches
+    assert bot.auth.emulator_keys.fetches == 0
+    assert (await post(http, bot.url, activity(user="mallory"), forged()))[0] == 401
+    assert keys.fetches == fetches + 1  # a valid-looking forgery does refetch: the window was open
+
+
+async def test_the_memory_of_unknown_kids_stays_bounded(tmp_path: Path, key_server: KeyServer) -> None:
+    authentication = BotAuthentication(secured(tmp_path, key_server))
+    keys = authentication.channel_keys
+    try:
+        await keys.key("key-1")
+        clock = warmed_clock(keys)
+        clock.advance(keys.unknown_key_interval)
+
+        results = await asyncio.gather(
+            *(keys.key(f"forged-{i}") for i in range(3 * MAX_REMEMBERED_KIDS)), return_exceptions=True
+        )
+
+        assert all(type(result) is AuthenticationError for result in results), {repr(r) for r in results}
+        assert keys.fetches == 2  # three thousand kids shared one fetch
+        assert keys.remembered_kids == MAX_REMEMBERED_KIDS
+        clock.advance(keys.unknown_key_interval)
+        with pytest.raises(AuthenticationError):
+            await keys.key("x" * (MAX_KID_CHARS + 1))
+        assert keys.fetches == 2  # an over-long kid is never looked up
+        clock.advance(keys.same_kid_interval)
+        with pytest.raises(AuthenticationError):
+            await keys.key("one-more")
+        assert keys.fetches == 3
+        assert keys.remembered_kids == 1  # the aged kids were forgotten
+    finally:
+        await authentication.close()
 
 
 async def test_a_stalling_key_endpoint_delays_neither_healthz_nor_another_users_turn(
