@@ -55,7 +55,11 @@ PENDING_DIALOGS = {
 
 @dataclass(frozen=True, slots=True)
 class CommandTurn:
-    """One member's turn as a command sees it: the dialogs, the profile, and the first-contact name question."""
+    """One member's turn as a command sees it: the dialogs, the profile, and the first-contact name question.
+
+    ``dialogs`` holds a stack these dialogs can resume: the bot drops one it cannot (``bots.dialog_stack``) before
+    building the turn, so continuing, re-prompting, describing or cancelling it never meets a foreign stack.
+    """
 
     dialogs: DialogContext
     profile: ModelProperty[UserProfile]

@@ -13,7 +13,8 @@ Whose state is whose:
 
 What is kept about a user across conversations (the index that ``forget`` and ``export`` use) is
 ``bots.user_data``'s business. A turn whose records were written by a newer version of the bot is refused with
-an apology and saves nothing, so such a record is never rewritten down (see README, "Schema versions").
+an apology and saves nothing, so such a record is never rewritten down (see README, "Schema versions"). A saved
+dialog stack this code cannot resume (``bots.dialog_stack``) is dropped with an apology before anything runs it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from botbuilder.core import (
     TurnContext,
     UserState,
 )
-from botbuilder.dialogs import DialogSet
+from botbuilder.dialogs import DialogSet, DialogState
 from botbuilder.schema import ActivityTypes, ChannelAccount
 
 from data_models import ConversationData, MemberData, UserProfile
@@ -54,6 +55,7 @@ from dialogs import (
 from storage import StateStorage
 
 from .commands import ASK_NAME, HELP_TEXT, CommandTurn, command_of, run_command
+from .dialog_stack import unresumable
 from .pipeline import TurnConversationState, TurnPrivateConversationState, TurnStates, TurnUserState, hold
 from .user_data import Forgotten, RecordReader, UserData
 
@@ -62,6 +64,10 @@ logger = logging.getLogger(__name__)
 NEWER_RECORD_TEXT = (
     "Sorry, what I have stored for you here was written by a newer version of me, and this version cannot "
     "safely change it. I've left it exactly as it was; please try again a little later."
+)
+LOST_TRACK_TEXT = (
+    "Sorry, I lost track of the question I was asking you, so I've dropped it; nothing you stored has changed. "
+    "Please start again with the command (type 'help' to see them)."
 )
 
 
@@ -95,7 +101,8 @@ class StateBot(ActivityHandler):
         self._conversation = ModelProperty(conversation_state, CONVERSATION_DATA_PROPERTY, ConversationData)
         self._member = ModelProperty(private_state, MEMBER_DATA_PROPERTY, MemberData)
         self._user_data = UserData(user_state, conversation_state, private_state, self._profile, read_records)
-        self._dialogs = DialogSet(private_state.create_property(DIALOG_STATE_PROPERTY))
+        self._dialog_state = private_state.create_property(DIALOG_STATE_PROPERTY)
+        self._dialogs = DialogSet(self._dialog_state)
         self._dialogs.add(ProfileDialog(self._profile))
         self._dialogs.add(ForgetDialog(self._erase_user))
         self._dialogs.add(NameDialog(self._profile))
@@ -149,18 +156,35 @@ class StateBot(ActivityHandler):
         data = replace(data, message_count=data.message_count + 1)
         await self._conversation.set(turn_context, data)
 
+        dropped = await self._drop_unresumable_dialog(turn_context)
         turn = CommandTurn(
             await self._dialogs.create_context(turn_context), self._profile, self._member, self._user_data
         )
         command = command_of(turn_context.activity.text)
         if command is not None:
             await run_command(command, turn)
+        elif dropped:
+            return  # the message answered the question that was dropped: neither a name nor something to echo
         elif turn.dialogs.active_dialog is not None:
             await turn.dialogs.continue_dialog()
         elif await turn.waiting_for_name():
             await self._take_name(turn_context)
         else:
             await self._converse(turn_context, data)
+
+    async def _drop_unresumable_dialog(self, turn_context: TurnContext) -> bool:
+        """Clear a saved dialog stack these dialogs cannot resume (``bots.dialog_stack``) and apologise; True if so.
+
+        Runs before anything continues, re-prompts, describes or cancels the stack, each of which would raise on it.
+        Only the stack goes; the profile, the member's other state and the conversation's are left as they are.
+        """
+        problem = unresumable(self._dialogs, await self._dialog_state.get(turn_context, DialogState))
+        if problem is None:
+            return False
+        logger.warning("dropping a saved dialog stack this code cannot resume: %s", problem)
+        await self._dialog_state.set(turn_context, DialogState())
+        await turn_context.send_activity(LOST_TRACK_TEXT)
+        return True
 
     async def _converse(self, turn_context: TurnContext, data: ConversationData) -> None:
         profile = await self._profile.get(turn_context)

@@ -8,6 +8,8 @@ every turn, a restart in the middle of the dialog continues at the same step.
 
 from __future__ import annotations
 
+from typing import Any
+
 from botbuilder.dialogs import (
     ComponentDialog,
     DialogTurnResult,
@@ -86,7 +88,7 @@ class ProfileDialog(ComponentDialog):
 
     async def _ask_name(self, step: WaterfallStepContext) -> DialogTurnResult:
         found: FoundChoice = step.result
-        step.values[_DRAFT]["transport"] = found.value
+        _draft(step)["transport"] = found.value
         prompt = question("What name should I store?")
         current = (await self._profile.get(step.context)).name
         if current:
@@ -103,7 +105,7 @@ class ProfileDialog(ComponentDialog):
 
     async def _ask_wants_age(self, step: WaterfallStepContext) -> DialogTurnResult:
         current = (await self._profile.get(step.context)).name
-        step.values[_DRAFT]["name"] = chosen_name(step.result, current)
+        _draft(step)["name"] = chosen_name(step.result, current)
         return await step.prompt(
             _WANTS_AGE_PROMPT,
             PromptOptions(
@@ -126,7 +128,7 @@ class ProfileDialog(ComponentDialog):
         )
 
     async def _ask_picture(self, step: WaterfallStepContext) -> DialogTurnResult:
-        step.values[_DRAFT]["age"] = int(step.result) if step.result is not None else None
+        _draft(step)["age"] = int(step.result) if step.result is not None else None
         return await step.prompt(
             _PICTURE_PROMPT,
             PromptOptions(
@@ -137,8 +139,8 @@ class ProfileDialog(ComponentDialog):
 
     async def _confirm(self, step: WaterfallStepContext) -> DialogTurnResult:
         picture = _first_picture(step.result)
-        step.values[_DRAFT]["picture"] = picture.to_dict() if picture else None
-        draft = UserProfile.from_dict(step.values[_DRAFT])
+        _draft(step)["picture"] = picture.to_dict() if picture else None
+        draft = UserProfile.from_dict(_draft(step))
         await step.context.send_activity(plain_text("Here is what I've got:\n\n" + describe_profile(draft)))
         return await step.prompt(
             _CONFIRM_PROMPT,
@@ -150,11 +152,20 @@ class ProfileDialog(ComponentDialog):
 
     async def _finish(self, step: WaterfallStepContext) -> DialogTurnResult:
         if step.result:
-            await self._profile.set(step.context, UserProfile.from_dict(step.values[_DRAFT]))
+            await self._profile.set(step.context, UserProfile.from_dict(_draft(step)))
             await step.context.send_activity("Saved. Type 'show' to see your profile any time.")
         else:
             await step.context.send_activity("OK, I've discarded those answers; your profile is unchanged.")
         return await step.end_dialog()
+
+
+def _draft(step: WaterfallStepContext) -> dict[str, Any]:
+    """The answers so far. A stack saved by another version of the bot may hold none, or something else: then the
+    draft starts empty (the summary shows what is missing) rather than the step failing on every message."""
+    draft = step.values.get(_DRAFT)
+    if not isinstance(draft, dict):
+        draft = step.values[_DRAFT] = {}
+    return draft
 
 
 def describe_profile(profile: UserProfile) -> str:

@@ -129,8 +129,10 @@ class ExactChoicePrompt(BoundedPrompt, ChoicePrompt):
         return PromptRecognizerResult(found is not None, found)
 
 
-def find_choice(text: str | None, choices: list[Choice]) -> FoundChoice | None:
-    """The one choice ``text`` names (see ``ExactChoicePrompt``), or None."""
+def find_choice(text: str | None, choices: list[Choice | str]) -> FoundChoice | None:
+    """The one choice ``text`` names (see ``ExactChoicePrompt``), or None. Choices may be plain strings, as the SDK
+    allows."""
+    choices = [Choice(choice) if isinstance(choice, str) else choice for choice in choices]
     answer = normalized(text)
     if answer.isdigit() and 1 <= int(answer) <= len(choices):
         index = int(answer) - 1

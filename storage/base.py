@@ -94,7 +94,7 @@ def expires_at_of(document: str) -> int | None:
         return None
     try:
         parsed = json.loads(document)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse: no expiry to find
         return None
     value = parsed.get(EXPIRES_AT) if isinstance(parsed, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -230,7 +230,7 @@ class BlobStorage(StateStorage):
         """The document text inside a blob's envelope; ``CorruptRecordError`` if it is not ours."""
         try:
             envelope = json.loads(content.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as err:
+        except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError; RecursionError: nesting
             raise CorruptRecordError(key, f"blob: {name!r} (key {key!r}) is not UTF-8 JSON: {err}") from err
         if not isinstance(envelope, dict) or not isinstance(envelope.get("document"), dict):
             raise CorruptRecordError(key, f"blob: {name!r} (key {key!r}) has no 'document' object")

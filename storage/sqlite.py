@@ -33,7 +33,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .base import ANY_E_TAG, ETagConflictError, PendingWrite, StateStorage, StorageError, StoredRecord, new_e_tag
+from .base import (
+    ANY_E_TAG,
+    CorruptRecordError,
+    ETagConflictError,
+    PendingWrite,
+    StateStorage,
+    StorageError,
+    StoredRecord,
+    new_e_tag,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +168,13 @@ class SqliteStorage(StateStorage):
 
     async def _load_many(self, keys: list[str]) -> dict[str, StoredRecord]:
         rows = await self._call("read", _select, keys)
-        return {key: StoredRecord(document, e_tag) for key, document, e_tag in rows}
+        records: dict[str, StoredRecord] = {}
+        for key, document, e_tag in rows:
+            try:
+                records[key] = StoredRecord(document.decode("utf-8"), e_tag)
+            except UnicodeDecodeError as err:
+                raise CorruptRecordError(key, f"sqlite: the stored record {key!r} is not valid UTF-8: {err}") from err
+        return records
 
     async def _insert(self, key: str, document: str) -> str:
         return (await self._write_atomic([PendingWrite(key, document, None)]))[0]
@@ -275,9 +290,11 @@ def _initialise(db: sqlite3.Connection, path: Path) -> None:
         ) from err
 
 
-def _select(db: sqlite3.Connection, keys: list[str]) -> list[tuple[str, str, str]]:
+def _select(db: sqlite3.Connection, keys: list[str]) -> list[tuple[str, bytes, str]]:
+    # The document as bytes, decoded by the caller: SQLite keeps whatever bytes it was given as TEXT, and sqlite3's
+    # own decoding fails the whole read ("Could not decode to UTF-8") instead of naming the one damaged record.
     placeholders = ",".join("?" * len(keys))
-    query = f"SELECT key, document, e_tag FROM bot_state WHERE key IN ({placeholders})"  # noqa: S608
+    query = f"SELECT key, CAST(document AS BLOB), e_tag FROM bot_state WHERE key IN ({placeholders})"  # noqa: S608
     return db.execute(query, keys).fetchall()
 
 

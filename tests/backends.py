@@ -96,3 +96,101 @@ RAW_WRITERS: dict[str, DamageWriter] = {"cosmos": _cosmos_raw}
 async def plant_raw(storage: StateStorage, key: str, text: str) -> None:
     """Store ``text`` as ``key``'s document, bypassing the codec (to plant records that cannot be decoded)."""
     await RAW_WRITERS.get(storage.name, _upsert_raw)(storage, key, text)
+
+
+# -- reading records as the backend keeps them ------------------------------------------------------------------
+# What a record is made of in the store itself, read past the codec and the backend's own unwrapping: enough to
+# check that ``move_aside`` kept a damaged record exactly (compare before and after; keys are not included).
+
+
+async def _memory_kept(storage: StateStorage, key: str) -> object:
+    record = storage._records.get(key)  # type: ignore[attr-defined]
+    return None if record is None else record.document
+
+
+async def _sqlite_kept(storage: StateStorage, key: str) -> object:
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(storage._path)) as db:  # type: ignore[attr-defined]
+        row = db.execute("SELECT CAST(document AS BLOB) FROM bot_state WHERE key = ?", (key,)).fetchone()
+    return None if row is None else row[0]
+
+
+async def _blob_kept(storage: StateStorage, key: str) -> object:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from storage.keys import escape_blob_name
+
+    try:
+        download = await storage._container.download_blob(escape_blob_name(key))  # type: ignore[attr-defined]
+    except ResourceNotFoundError:
+        return None
+    return await download.readall()
+
+
+async def _table_kept(storage: StateStorage, key: str) -> object:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from storage.keys import escape_table_key
+    from storage.table import ROW_KEY
+
+    try:
+        entity = await storage._table.get_entity(escape_table_key(key), ROW_KEY)  # type: ignore[attr-defined]
+    except ResourceNotFoundError:
+        return None
+    return {name: value for name, value in entity.items() if name not in ("PartitionKey", "RowKey")}
+
+
+async def _cosmos_kept(storage: StateStorage, key: str) -> object:
+    from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+    from storage.keys import escape_cosmos_key
+
+    item_id = escape_cosmos_key(key)
+    try:
+        item = await storage._container.read_item(item=item_id, partition_key=item_id)  # type: ignore[attr-defined]
+    except CosmosResourceNotFoundError:
+        return None
+    return {name: value for name, value in item.items() if name != "id" and not name.startswith("_")}
+
+
+KEPT_READERS: dict[str, Callable[[StateStorage, str], Awaitable[object]]] = {
+    "memory": _memory_kept,
+    "sqlite": _sqlite_kept,
+    "blob": _blob_kept,
+    "table": _table_kept,
+    "cosmos": _cosmos_kept,
+}
+
+
+async def kept(storage: StateStorage, key: str) -> object:
+    """``key``'s record as the store keeps it (text, bytes, or the entity's or item's fields), or None if absent."""
+    return await KEPT_READERS[storage.name](storage, key)
+
+
+async def plant_bytes(storage: StateStorage, key: str, document: bytes) -> None:
+    """Store raw ``document`` bytes as ``key``'s document, where a backend can hold bytes that are not text.
+
+    Only sqlite (a TEXT column keeps whatever bytes it is given) and blob (the blob is bytes; they go inside the
+    usual envelope). Memory, table and cosmos keep text or JSON, which cannot be invalid UTF-8.
+    """
+    if storage.name == "sqlite":
+        import contextlib
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(storage._path)) as db, db:  # type: ignore[attr-defined]
+            db.execute(
+                "INSERT INTO bot_state (key, e_tag, document, updated_at) VALUES (?, 'planted', CAST(? AS TEXT), '') "
+                "ON CONFLICT (key) DO UPDATE SET document = excluded.document, e_tag = excluded.e_tag",
+                (key, document),
+            )
+    elif storage.name == "blob":
+        from storage.blob import _envelope
+        from storage.keys import escape_blob_name
+
+        name = escape_blob_name(key)
+        head, tail = _envelope(name, key, "\x00").split(b"\x00")
+        await storage._container.upload_blob(name, head + document + tail, overwrite=True)  # type: ignore[attr-defined]
+    else:
+        raise ValueError(f"{storage.name} cannot hold a document that is not text")

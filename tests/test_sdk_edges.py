@@ -1,8 +1,9 @@
 """The places where our code leans on botbuilder's internals, pinned so that an SDK upgrade fails here first.
 
 bots/pipeline.py fills BotState's per-turn cache itself (one storage read for every state) and detects changes
-with its own CachedBotState subclass; storage/codec.py encodes the dialog objects the SDK keeps in state. Both
-were written for botbuilder 4.17.1 and msrest 0.7.1. If one of these tests fails after an upgrade, re-read the
+with its own CachedBotState subclass; storage/codec.py encodes the dialog objects the SDK keeps in state;
+bots/dialog_stack.py checks a saved stack against what the SDK's dialogs read of it. All were written for
+botbuilder 4.17.1 and msrest 0.7.1. If one of these tests fails after an upgrade, re-read the
 SDK code it names before changing the test.
 """
 
@@ -13,6 +14,8 @@ from importlib.metadata import version
 
 from botbuilder.core import BotState, ConversationState, PrivateConversationState, TurnContext, UserState
 from botbuilder.core.bot_state import CachedBotState
+from botbuilder.dialogs import ComponentDialog, DialogSet, WaterfallDialog
+from botbuilder.dialogs.prompts import Prompt
 from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
 
 from bots.pipeline import TurnConversationState, TurnPrivateConversationState, TurnUserState, _cache_key
@@ -63,3 +66,26 @@ def test_the_three_states_keep_their_storage_keys() -> None:
     assert UserState(storage).get_storage_key(context) == "ch/users/u"
     assert ConversationState(storage).get_storage_key(context) == "ch/conversations/c"
     assert PrivateConversationState(storage).get_storage_key(context) == "ch/conversations/c/users/u/"
+
+
+def test_waterfalls_and_components_keep_their_dialogs_where_the_stack_check_looks() -> None:
+    """bots/dialog_stack.py counts a waterfall's ``_steps`` and looks inner ids up in a component's ``_dialogs``."""
+
+    async def step(_: object) -> None:
+        return None
+
+    waterfall = WaterfallDialog("steps", [step])
+    component = ComponentDialog("component")
+    component.add_dialog(waterfall)
+
+    assert waterfall._steps == [step]
+    assert isinstance(component._dialogs, DialogSet)
+    assert component._dialogs.find_dialog("steps") is waterfall
+
+
+def test_the_sdk_still_reads_the_frame_state_the_stack_check_validates() -> None:
+    """If these reads move or change, re-read the SDK and bots/dialog_stack.py together."""
+    assert "state[self.StepIndex] + 1" in inspect.getsource(WaterfallDialog.resume_dialog)
+    assert "self._steps[index]" in inspect.getsource(WaterfallDialog.get_step_name)
+    assert "instance.state[self.persisted_options]" in inspect.getsource(Prompt.continue_dialog)
+    assert "instance.state[self.persisted_dialog_state]" in inspect.getsource(ComponentDialog.reprompt_dialog)

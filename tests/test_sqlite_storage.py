@@ -79,6 +79,30 @@ async def test_an_undecodable_record_raises_naming_the_key_and_is_kept(tmp_path:
         await storage.close()
 
 
+async def test_a_record_that_is_not_utf8_is_damaged_alone_not_a_store_failure(tmp_path: Path) -> None:
+    """sqlite3 fails the whole read of a TEXT value that is not UTF-8 ("Could not decode to UTF-8"), which would
+    make every turn of that user an outage. It is a damaged record of its own key, moved aside byte for byte."""
+    path = tmp_path / "bot.sqlite3"
+    storage = await SqliteStorage.open(path)
+    try:
+        await storage.write({"good": {"v": 1}, "bad": {"v": 2}})
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("UPDATE bot_state SET document = CAST(? AS TEXT) WHERE key = 'bad'", (b'{"v": "\xff"}',))
+
+        with pytest.raises(CorruptRecordError, match="not valid UTF-8") as caught:
+            await storage.read(["good", "bad"])
+        assert caught.value.key == "bad"
+        assert (await storage.read(["good"]))["good"]["v"] == 1
+        moved_to = await storage.move_aside("bad")
+
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            rows = db.execute("SELECT key, CAST(document AS BLOB) FROM bot_state WHERE key != 'good'").fetchall()
+        assert rows == [(moved_to, b'{"v": "\xff"}')]
+        assert await storage.read(["bad"]) == {}
+    finally:
+        await storage.close()
+
+
 async def test_two_processes_incrementing_one_record_lose_no_update(tmp_path: Path) -> None:
     path = tmp_path / "shared.sqlite3"
     increments = 60

@@ -321,7 +321,12 @@ async def test_concurrent_multi_key_writes_from_one_snapshot_let_exactly_one_win
 
 # -- damaged records -------------------------------------------------------------------------------------------
 
-DAMAGE = {"bad-json": "{not json", "unknown-type": '{"dialog":{"$type":"NoSuchType","x":1}}'}
+DAMAGE = {
+    "bad-json": "{not json",
+    "unknown-type": '{"dialog":{"$type":"NoSuchType","x":1}}',
+    "missing-field": '{"dialog":{"$type":"DialogInstance","id":"profile"}}',
+    "too-deep": '{"v":' + "[" * 1000 + "]" * 1000 + "}",
+}
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
