@@ -43,6 +43,7 @@ from botframework.connector import Channels
 from storage import CorruptRecordError, ETagConflictError, StateStorage, StorageError, codec
 
 from .logs import short_id
+from .state_keys import conversation_key, private_conversation_key, user_key
 
 logger = logging.getLogger(__name__)
 
@@ -248,15 +249,51 @@ class _LoadedByThePipeline(BotState):
 
 
 class TurnUserState(_LoadedByThePipeline, UserState):
-    """UserState: one record per user and channel."""
+    """UserState: one record per user and channel, under ``bots.state_keys.user_key``."""
+
+    def get_storage_key(self, turn_context: TurnContext) -> str:
+        activity = turn_context.activity
+        return user_key(_required(activity.channel_id, "channelId"), _required(_user_id(activity), "from.id"))
 
 
 class TurnConversationState(_LoadedByThePipeline, ConversationState):
-    """ConversationState: one record per conversation, shared by its members."""
+    """ConversationState: one record per conversation, shared by its members, under
+    ``bots.state_keys.conversation_key``."""
+
+    def get_storage_key(self, turn_context: TurnContext) -> str:
+        activity = turn_context.activity
+        return conversation_key(
+            _required(activity.channel_id, "channelId"), _required(_conversation_id(activity), "conversation.id")
+        )
 
 
 class TurnPrivateConversationState(_LoadedByThePipeline, PrivateConversationState):
-    """PrivateConversationState: one record per member of a conversation."""
+    """PrivateConversationState: one record per member of a conversation, under
+    ``bots.state_keys.private_conversation_key``."""
+
+    def get_storage_key(self, turn_context: TurnContext) -> str:
+        activity = turn_context.activity
+        return private_conversation_key(
+            _required(activity.channel_id, "channelId"),
+            _required(_conversation_id(activity), "conversation.id"),
+            _required(_user_id(activity), "from.id"),
+            self.namespace,
+        )
+
+
+def _required(value: str | None, name: str) -> str:
+    # The SDK's states raise TypeError for a missing id too; bots.http refuses such requests before a turn.
+    if not value:
+        raise TypeError(f"invalid activity: missing {name}")
+    return value
+
+
+def _user_id(activity: Activity) -> str | None:
+    return activity.from_property.id if activity.from_property is not None else None
+
+
+def _conversation_id(activity: Activity) -> str | None:
+    return activity.conversation.id if activity.conversation is not None else None
 
 
 def _shown(keys: Iterable[str]) -> str:
@@ -315,7 +352,8 @@ def _cache_key(state: BotState) -> str:
 
 
 def lock_key(activity: Activity) -> str:
-    return f"{activity.channel_id}/conversations/{activity.conversation.id}"
+    """The conversation's lock, in this process and (with ``/turn-lock``) in the store: its ConversationState key."""
+    return conversation_key(activity.channel_id, activity.conversation.id)
 
 
 ContextFactory = Callable[[Activity], TurnContext]
