@@ -27,6 +27,7 @@ try:
     from bots import StateBot, StateBotAdapter, create_bot
     from bots.auth import BotAuthentication
     from bots.http import RequestPolicy, error_response
+    from bots.logs import log_text
     from bots.pipeline import TurnStates
     from bots.replies import ReplySender
     from bots.serving import guard_event_loop, server_options
@@ -194,7 +195,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         return error_response(err.status, err.reason.lower().replace(" ", "_"), err.reason)
     except Exception:
-        logger.exception("unhandled error serving %s %s", request.method, request.path)
+        logger.exception("unhandled error serving %s %s", log_text(request.method, 16), log_text(request.path, 100))
         return error_response(500, "internal_error", "the bot hit an unexpected error; it has been logged")
 
 

@@ -42,7 +42,7 @@ from botframework.connector import Channels
 
 from storage import CorruptRecordError, ETagConflictError, StateStorage, StorageError, codec
 
-from .logs import short_id
+from .logs import log_text, short_id
 from .state_keys import conversation_key, private_conversation_key, user_key
 
 logger = logging.getLogger(__name__)
@@ -453,11 +453,11 @@ class TurnPipeline:
         return TurnResult(TurnOutcome.BUSY, [reply_to(activity, BUSY_TEXT)], attempts)
 
     def _outage(self, activity: Activity, error: StorageError, attempts: int) -> TurnResult:
-        logger.warning("turn %s: %s: %s", describe(activity), TurnOutcome.STORAGE_UNAVAILABLE, error)
+        logger.warning("turn %s: %s: %s", describe(activity), TurnOutcome.STORAGE_UNAVAILABLE, log_text(error))
         return TurnResult(TurnOutcome.STORAGE_UNAVAILABLE, [reply_to(activity, OUTAGE_TEXT)], attempts, error=error)
 
     def _unreadable(self, activity: Activity, error: CorruptRecordError, attempts: int) -> TurnResult:
-        logger.error("turn %s: %s: %s", describe(activity), TurnOutcome.RECORD_DAMAGED, error)
+        logger.error("turn %s: %s: %s", describe(activity), TurnOutcome.RECORD_DAMAGED, log_text(error))
         return TurnResult(TurnOutcome.RECORD_DAMAGED, [reply_to(activity, UNREADABLE_TEXT)], attempts, error=error)
 
     def _bot_error(self, activity: Activity, error: Exception, attempts: int) -> TurnResult:
@@ -512,5 +512,5 @@ def reply_to(activity: Activity, text: str) -> Activity:
 
 
 def describe(activity: Activity) -> str:
-    """The turn as log lines name it: activity type, channel and a shortened conversation id."""
-    return f"{activity.type}@{activity.channel_id}/{short_id(activity.conversation.id)}"
+    """The turn as log lines name it: activity type, channel and conversation id, each escaped and shortened."""
+    return f"{short_id(activity.type)}@{short_id(activity.channel_id)}/{short_id(activity.conversation.id)}"
