@@ -15,7 +15,13 @@
 * ``secure_delete`` is on, so deleted records are overwritten in the database file, and ``compact()``
   checkpoints and truncates the write-ahead log, where older copies of pages would otherwise linger.
 * A file that is not an SQLite database, or was made by a newer schema, stops start-up with a message naming the
-  file. Nothing is ever dropped or recreated.
+  file, and so does an empty (0-byte) file nobody is creating. Nothing is ever dropped or recreated.
+* A new database is made under a temporary name in the same folder and linked into place once it holds its
+  schema (``_create``), so a database this bot creates is never seen at its path with 0 bytes, even while several
+  workers start on it at once (the first link wins; the others use that file).
+* The file is the one opened: its identity (device, inode) is recorded at open and checked before every change,
+  on the connection's thread in the same job. A database deleted, moved away or replaced by another file while
+  the bot runs is an outage (``StorageError``), never a silent new store that a restart would then lose.
 """
 
 from __future__ import annotations
@@ -23,12 +29,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import random
+import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -128,15 +137,22 @@ class SqliteStorage(StateStorage):
     atomic_writes = True
     expiry_cleanup = True
 
-    def __init__(self, connection: sqlite3.Connection, thread: _ConnectionThread, path: Path) -> None:
-        """Wrap a connection opened on ``thread`` and initialised. Use :meth:`open` to get one."""
+    def __init__(
+        self, connection: sqlite3.Connection, thread: _ConnectionThread, path: Path, identity: _FileIdentity
+    ) -> None:
+        """Wrap a connection opened on ``thread`` and initialised, on the file ``identity`` names. Use :meth:`open`
+        to get one."""
         self._db = connection
         self._thread = thread
         self._path = path
+        self._identity = identity
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStorage:
-        """Open (creating if needed) the database at ``path`` and make sure its schema is ours."""
+        """Open (creating if needed) the database at ``path`` and make sure its schema is ours.
+
+        ``StorageError`` when it cannot be used: not a database, a newer schema, an empty file, no access.
+        """
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,11 +160,11 @@ class SqliteStorage(StateStorage):
             raise StorageError(f"cannot create the folder for the SQLite database {path}: {err}") from err
         thread = _ConnectionThread(f"sqlite {path.name}")
         try:
-            connection = await thread.run(_connect, path)
+            connection, identity = await thread.run(_connect, path)
         except BaseException:
             thread.stop()
             raise
-        return cls(connection, thread, path)
+        return cls(connection, thread, path, identity)
 
     async def _call[T](self, action: str, function: Callable[..., T], *arguments: object) -> T:
         """Run ``function(connection, *arguments)`` on the connection's thread; SQLite errors become StorageError."""
@@ -156,6 +172,11 @@ class SqliteStorage(StateStorage):
             return await self._thread.run(function, self._db, *arguments)
         except sqlite3.Error as err:
             raise self._error(action, err) from err
+
+    async def _change[T](self, action: str, function: Callable[..., T], *arguments: object) -> T:
+        """``_call`` for an operation that changes the file: first, in the same job, check that the file at the
+        path is still the one opened."""
+        return await self._call(action, _on_the_opened_file, self._identity, function, *arguments)
 
     async def _load_many(self, keys: list[str]) -> dict[str, StoredRecord]:
         rows = await self._call("read", _select, keys)
@@ -171,27 +192,27 @@ class SqliteStorage(StateStorage):
         return (await self._write_atomic([PendingWrite(key, document, ANY_E_TAG)]))[0]
 
     async def _write_atomic(self, writes: list[PendingWrite]) -> list[str]:
-        return await self._call("write", _write, writes)
+        return await self._change("write", _write, writes)
 
     async def _remove(self, key: str) -> None:
-        await self._call("delete", _execute, "DELETE FROM bot_state WHERE key = ?", (key,))
+        await self._change("delete", _execute, "DELETE FROM bot_state WHERE key = ?", (key,))
 
     async def _move(self, key: str, new_key: str) -> bool:
         query = "UPDATE bot_state SET key = ?, updated_at = ? WHERE key = ?"
-        return await self._call("move aside", _execute, query, (new_key, _now(), key)) == 1
+        return await self._change("move aside", _execute, query, (new_key, _now(), key)) == 1
 
     async def _remove_expired(self, now: int, limit: int) -> int:
         query = (
             "DELETE FROM bot_state WHERE key IN "  # noqa: S608 - constant SQL, values bound
             f"(SELECT key FROM bot_state WHERE {_EXPIRES_AT_SQL} <= ? LIMIT ?)"
         )
-        return await self._call("remove expired", _execute, query, (now, limit))
+        return await self._change("remove expired", _execute, query, (now, limit))
 
     async def _ping(self) -> None:
-        await self._call("ping", _fetch, "SELECT count(*) FROM bot_state WHERE key = ''", ())
+        await self._change("ping", _fetch, "SELECT count(*) FROM bot_state WHERE key = ''", ())
 
     async def _compact(self) -> None:
-        rows = await self._call("compact", _fetch, "PRAGMA wal_checkpoint(TRUNCATE)", ())
+        rows = await self._change("compact", _fetch, "PRAGMA wal_checkpoint(TRUNCATE)", ())
         busy = rows[0][0] if rows else 0
         if busy:
             # Another process is reading an older snapshot; the next checkpoint (automatic or compact) finishes.
@@ -213,17 +234,146 @@ class SqliteStorage(StateStorage):
 # -- what runs on the connection's thread ------------------------------------------------------------------------
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+@dataclass(frozen=True, slots=True)
+class _FileIdentity:
+    """Which file the store opened: its path and, to tell it from a file that later takes its place, its device
+    and inode."""
+
+    path: Path
+    device: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: Path) -> _FileIdentity:
+        found = os.stat(path)
+        return cls(path, found.st_dev, found.st_ino)
+
+    def check(self) -> None:
+        """Raise ``StorageError`` unless the file at the path is still this one. One ``stat``, about a microsecond.
+
+        SQLite keeps writing to the file it opened even once it has no name, so a deleted database takes every
+        write without a complaint and loses them all when the process stops.
+        """
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            raise StorageError(
+                f"the SQLite database {self.path} was deleted or moved away while the bot was running; nothing is "
+                "written until it is back at that path (or the bot is restarted on a new, empty database)"
+            ) from None
+        except OSError as err:
+            raise StorageError(f"cannot check the SQLite database {self.path}: {err}") from err
+        if (found.st_dev, found.st_ino) != (self.device, self.inode):
+            raise StorageError(
+                f"the SQLite database {self.path} was replaced by another file while the bot was running; nothing is "
+                "written to either until the bot is restarted (on the new file) or the old file is put back"
+            )
+
+
+def _on_the_opened_file[T](
+    db: sqlite3.Connection, identity: _FileIdentity, function: Callable[..., T], *arguments: object
+) -> T:
+    identity.check()
+    return function(db, *arguments)
+
+
+def _connect(path: Path) -> tuple[sqlite3.Connection, _FileIdentity]:
+    """Open the database at ``path`` (made first if there is none) and initialise it; also its identity."""
+    if _size(path) is None:
+        _create(path)
+    _refuse_an_empty_file(path)
     try:
         connection = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
     except sqlite3.Error as err:
         raise StorageError(f"cannot open the SQLite database {path}: {err}") from err
     try:
         _initialise_when_free(connection, path)
+        identity = _FileIdentity.of(path)
+    except OSError as err:
+        connection.close()
+        raise StorageError(f"cannot open the SQLite database {path}: {err}") from err
     except BaseException:
         connection.close()
         raise
-    return connection
+    return connection, identity
+
+
+def _size(path: Path) -> int | None:
+    """The size of the file at ``path`` in bytes; None when there is none."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise StorageError(f"cannot open the SQLite database {path}: {err}") from err
+
+
+def _create(path: Path) -> None:
+    """Make a new database at ``path``: initialised under a temporary name in the same folder, then hard-linked
+    into place, so that it never shows at ``path`` with 0 bytes (``sqlite3.connect`` creates the file empty and
+    writes the header later). When another process links its own first, that one is used and ours is dropped.
+
+    On a file system without hard links it is created in place, as ``sqlite3.connect`` does.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.new")
+    try:
+        try:
+            db = sqlite3.connect(temporary, isolation_level=None)
+        except sqlite3.Error as err:
+            raise StorageError(f"cannot create the SQLite database {path}: {err}") from err
+        try:
+            _initialise(db, path)
+            # Everything into the main file: the WAL belongs to the temporary name and is removed with it.
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as err:
+            raise StorageError(f"cannot create the SQLite database {path}: {err}") from err
+        finally:
+            db.close()
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another worker created it first
+        except OSError as err:
+            logger.debug("sqlite: %s cannot be hard-linked (%s); creating the database in place", path, err)
+    finally:
+        for leftover in (temporary, *(temporary.with_name(temporary.name + end) for end in ("-wal", "-shm"))):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+
+
+def _refuse_an_empty_file(path: Path) -> None:
+    """``StorageError`` when the file at ``path`` is empty (0 bytes): SQLite would take it for a new database.
+
+    An empty file whose write lock another connection holds is a database being created right now
+    (``sqlite3.connect`` makes the file empty and writes its header with the first transaction): it is waited for,
+    up to the busy timeout. Nothing is written to the file.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while _size(path) == 0:
+        # Another process refusing the same file holds its lock for a moment too: look again once it is free.
+        if not _write_locked(path) or time.monotonic() >= deadline:
+            raise StorageError(
+                f"SQLITE_PATH={path} is an empty file (0 bytes), not a database; it was left untouched. "
+                "Restore the database from a backup, or delete the empty file to start with an empty store."
+            )
+        time.sleep(random.uniform(0.01, 0.05))
+
+
+def _write_locked(path: Path) -> bool:
+    """Whether another connection holds the write lock of the database at ``path``. Asks without waiting and
+    writes nothing."""
+    try:
+        probe = sqlite3.connect(path, isolation_level=None, timeout=0)
+    except sqlite3.Error:
+        return False
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+    except sqlite3.Error as err:
+        return "locked" in str(err)
+    finally:
+        probe.close()
+    return False
 
 
 def _initialise_when_free(db: sqlite3.Connection, path: Path) -> None:

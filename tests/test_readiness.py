@@ -32,6 +32,7 @@ import pytest
 import pytest_asyncio
 
 from app import HEARTBEAT_PREFIX
+from bots.pipeline import OUTAGE_TEXT
 from storage import SqliteStorage
 from tests.channel import Conversation, FakeChannel
 from tests.processes import ROOT, URL_LINE, bot_environment
@@ -178,3 +179,21 @@ async def test_a_store_damaged_while_the_bot_runs_turns_readyz_503(
     status, body = await _ready(http, base)
     assert status == 503
     assert "malformed" in str(body["reason"])
+
+
+async def test_a_database_deleted_while_the_bot_runs_fails_turns_and_readyz(
+    settings, bot_url: str, http: aiohttp.ClientSession, channel: FakeChannel
+) -> None:
+    """Before, turns went on into the deleted file (200, and every user gone after a restart)."""
+    talk = Conversation(http, bot_url, channel, expect_replies=True)
+    await talk.say("hi")
+    await talk.say("Ada")
+
+    settings.store.path.unlink()
+    reply = await talk.post(talk.activity(text="still there?"))
+
+    assert reply.status == 503
+    assert reply.body["error"]["code"] == "storage_unavailable"
+    assert reply.texts == [OUTAGE_TEXT]
+    assert (await _ready(http, bot_url.removesuffix("/api/messages")))[0] == 503
+    assert not settings.store.path.exists()
