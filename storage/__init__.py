@@ -18,6 +18,8 @@ if TYPE_CHECKING:
         RecordTooLargeError,
         StateStorage,
         StorageError,
+        storage_deadline,
+        storage_deadline_now,
     )
     from .memory import MemoryStateStorage
     from .sqlite import SqliteStorage
@@ -32,6 +34,8 @@ __all__ = [
     "StateStorage",
     "StorageError",
     "build_storage",
+    "storage_deadline",
+    "storage_deadline_now",
 ]
 
 # Loaded on first use (PEP 562), so that ``config`` can import ``storage.registry`` without the storage contract
@@ -43,6 +47,8 @@ _EXPORTED_FROM = {
     "RecordTooLargeError": ".base",
     "StateStorage": ".base",
     "StorageError": ".base",
+    "storage_deadline": ".base",
+    "storage_deadline_now": ".base",
     "MemoryStateStorage": ".memory",
     "SqliteStorage": ".sqlite",
 }

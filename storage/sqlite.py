@@ -8,7 +8,9 @@
   means one operation at a time on the connection, so a statement can never land inside another operation's
   transaction, and a cancelled caller cannot leave a transaction open.
 * WAL mode, so readers never wait for a writer; a ``busy_timeout`` lets concurrent writers from other
-  processes queue instead of failing at once.
+  processes queue instead of failing at once. An operation under a ``storage_deadline`` (a turn) waits no longer
+  than its deadline: it is not started once the deadline has passed, and the busy timeout is lowered to the time
+  left, so operations queued behind a lock held elsewhere fail together instead of one busy timeout after another.
 * Each write is a single statement that checks the e_tag itself (``UPDATE ... WHERE e_tag = ?``,
   ``INSERT`` against the primary key), so the check and the write are atomic across processes. A write of
   several keys runs them in one ``BEGIN IMMEDIATE`` transaction: all of them or none (``atomic_writes``).
@@ -42,7 +44,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .base import ANY_E_TAG, ETagConflictError, PendingWrite, StateStorage, StorageError, StoredRecord, new_e_tag
+from .base import (
+    ANY_E_TAG,
+    ETagConflictError,
+    PendingWrite,
+    StateStorage,
+    StorageError,
+    StoredRecord,
+    new_e_tag,
+    storage_deadline_now,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +80,8 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-type _Job = tuple[asyncio.Future[Any], Callable[..., Any], tuple[object, ...]]
+type _Job = tuple[asyncio.Future[Any], Callable[..., Any], tuple[object, ...], bool]
+type _Answers = dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, object]]]
 
 
 class _ConnectionThread:
@@ -77,7 +89,8 @@ class _ConnectionThread:
 
     Like a one-worker ``ThreadPoolExecutor``, but what was queued while the thread worked is run back to back and
     answered in ONE ``call_soon_threadsafe`` per loop: under load many turns share one wake-up of the loop (and
-    one hand-over of the GIL) instead of paying one each.
+    one hand-over of the GIL) instead of paying one each. Before a job that may wait (for another process's
+    lock), the answers collected so far are sent: a finished operation never waits for another one's lock.
     """
 
     def __init__(self, name: str) -> None:
@@ -85,10 +98,13 @@ class _ConnectionThread:
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
-    def run[T](self, function: Callable[..., T], *arguments: object) -> asyncio.Future[T]:
-        """Queue ``function(*arguments)``; the future (of the running loop) gets its result or its exception."""
+    def run[T](self, function: Callable[..., T], *arguments: object, may_wait: bool = False) -> asyncio.Future[T]:
+        """Queue ``function(*arguments)``; the future (of the running loop) gets its result or its exception.
+
+        ``may_wait``: the job can block for a while (a write waiting for the lock).
+        """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.put((future, function, arguments))
+        self._jobs.put((future, function, arguments, may_wait))
         return future
 
     def stop(self) -> None:
@@ -105,20 +121,27 @@ class _ConnectionThread:
                     job = self._jobs.get_nowait()
                 except queue.Empty:
                     break
-            answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, object]]] = {}
-            for future, function, arguments in batch:
+            answers: _Answers = {}
+            for future, function, arguments, may_wait in batch:
                 if future.cancelled():  # the caller gave up before it started: do nothing for it
                     continue
+                if may_wait and answers:
+                    _send(answers)
+                    answers = {}
                 try:
                     answer: tuple[asyncio.Future[Any], bool, object] = (future, True, function(*arguments))
                 except BaseException as err:  # handed to the caller, who raises it
                     answer = (future, False, err)
                 answers.setdefault(future.get_loop(), []).append(answer)
-            for loop, settled in answers.items():
-                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
-                    loop.call_soon_threadsafe(_settle, settled)
+            _send(answers)
             if job is None:
                 return
+
+
+def _send(answers: _Answers) -> None:
+    for loop, settled in answers.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle, settled)
 
 
 def _settle(answers: list[tuple[asyncio.Future[Any], bool, object]]) -> None:
@@ -146,6 +169,7 @@ class SqliteStorage(StateStorage):
         self._thread = thread
         self._path = path
         self._identity = identity
+        self._busy = _BusyTimeout()
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStorage:
@@ -166,17 +190,23 @@ class SqliteStorage(StateStorage):
             raise
         return cls(connection, thread, path, identity)
 
-    async def _call[T](self, action: str, function: Callable[..., T], *arguments: object) -> T:
-        """Run ``function(connection, *arguments)`` on the connection's thread; SQLite errors become StorageError."""
+    async def _call[T](self, action: str, function: Callable[..., T], *arguments: object, may_wait: bool = False) -> T:
+        """Run ``function(connection, *arguments)`` on the connection's thread, by the caller's
+        ``storage_deadline`` if there is one; SQLite errors become StorageError."""
+        job = self._thread.run(
+            _by_deadline, self._db, self._busy, storage_deadline_now(), function, *arguments, may_wait=may_wait
+        )
         try:
-            return await self._thread.run(function, self._db, *arguments)
+            return await job
+        except _OutOfTime as err:
+            raise StorageError(f"sqlite {action} not started: {err}") from None
         except sqlite3.Error as err:
             raise self._error(action, err) from err
 
     async def _change[T](self, action: str, function: Callable[..., T], *arguments: object) -> T:
-        """``_call`` for an operation that changes the file: first, in the same job, check that the file at the
-        path is still the one opened."""
-        return await self._call(action, _on_the_opened_file, self._identity, function, *arguments)
+        """``_call`` for an operation that changes the file (and so may wait for the write lock): first, in the
+        same job, check that the file at the path is still the one opened."""
+        return await self._call(action, _on_the_opened_file, self._identity, function, *arguments, may_wait=True)
 
     async def _load_many(self, keys: list[str]) -> dict[str, StoredRecord]:
         rows = await self._call("read", _select, keys)
@@ -268,6 +298,37 @@ class _FileIdentity:
                 f"the SQLite database {self.path} was replaced by another file while the bot was running; nothing is "
                 "written to either until the bot is restarted (on the new file) or the old file is put back"
             )
+
+
+class _OutOfTime(Exception):
+    """A job whose caller's deadline passed while it was queued; it was not run."""
+
+
+class _BusyTimeout:
+    """The connection's busy timeout as last set (only the connection's thread touches it)."""
+
+    def __init__(self) -> None:
+        self.milliseconds = BUSY_TIMEOUT_MS
+
+
+def _by_deadline[T](
+    db: sqlite3.Connection, busy: _BusyTimeout, deadline: float | None, function: Callable[..., T], *arguments: object
+) -> T:
+    """``function(db, *arguments)``, waiting for locks no longer than ``deadline`` (``time.monotonic()``) allows.
+
+    The busy timeout is lowered only when less than ``BUSY_TIMEOUT_MS`` is left (near the end of a turn's
+    budget) and put back by the next job that has the time: usually no PRAGMA runs at all.
+    """
+    wanted = BUSY_TIMEOUT_MS
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _OutOfTime("the time allowed for it ran out while it was queued")
+        wanted = min(BUSY_TIMEOUT_MS, max(1, int(left * 1000)))
+    if wanted != busy.milliseconds:
+        db.execute(f"PRAGMA busy_timeout = {wanted}")
+        busy.milliseconds = wanted
+    return function(db, *arguments)
 
 
 def _on_the_opened_file[T](

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import CorruptRecordError, SqliteStorage, StorageError
+from storage import CorruptRecordError, SqliteStorage, StorageError, storage_deadline
 from storage import sqlite as sqlite_module
 from tests.processes import ROOT
 
@@ -390,3 +390,73 @@ async def test_processes_creating_a_new_database_at_once_never_show_it_empty(tmp
     finally:
         await storage.close()
     assert set(os.listdir(tmp_path)) <= {path.name, f"{path.name}-wal", f"{path.name}-shm"}
+
+
+async def test_an_operation_given_up_at_its_deadline_is_never_run_later(tmp_path: Path) -> None:
+    """A turn's write queued behind a job that holds the connection (another turn waiting for a lock) fails at the
+    turn's deadline, and does not happen afterwards behind the user's back."""
+    storage = await SqliteStorage.open(tmp_path / "bot.sqlite3")
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        release.wait(5)
+
+    try:
+        held = storage._thread.run(hold)
+        await asyncio.to_thread(started.wait, 5)
+        with storage_deadline(0.05), pytest.raises(StorageError, match=r"write gave no answer within"):
+            await storage.write({"k": {"v": 1}})
+        release.set()
+        await held
+
+        assert await storage.read(["k"]) == {}
+    finally:
+        release.set()
+        await storage.close()
+
+
+async def test_the_busy_timeout_shrinks_to_the_time_left_and_comes_back(tmp_path: Path) -> None:
+    storage = await SqliteStorage.open(tmp_path / "bot.sqlite3")
+
+    async def busy_timeout() -> int:
+        return (await storage._call("probe", sqlite_module._fetch, "PRAGMA busy_timeout", ()))[0][0]
+
+    try:
+        with storage_deadline(60):
+            assert await busy_timeout() == sqlite_module.BUSY_TIMEOUT_MS
+        with storage_deadline(0.5):
+            assert 0 < await busy_timeout() <= 500
+        assert await busy_timeout() == sqlite_module.BUSY_TIMEOUT_MS
+    finally:
+        await storage.close()
+
+
+async def test_answers_go_back_before_a_job_that_may_wait_for_a_lock() -> None:
+    """A read queued in front of a write that waits for another process's lock is answered at once, not when the
+    write is done: a finished operation never waits for someone else's lock."""
+    thread = sqlite_module._ConnectionThread("test")
+    first_started, release_first, waiting, release_waiting = (threading.Event() for _ in range(4))
+
+    def hold(started: threading.Event, release: threading.Event) -> str:
+        started.set()
+        release.wait(5)
+        return "done"
+
+    try:
+        first = thread.run(hold, first_started, release_first)
+        await asyncio.to_thread(first_started.wait, 5)
+        quick = thread.run(str.upper, "quick")
+        slow = thread.run(hold, waiting, release_waiting, may_wait=True)
+        release_first.set()
+        await asyncio.to_thread(waiting.wait, 5)
+
+        assert await asyncio.wait_for(quick, 5) == "QUICK"
+        assert not slow.done()
+        release_waiting.set()
+        assert await slow == "done"
+        assert await first == "done"
+    finally:
+        release_first.set()
+        release_waiting.set()
+        thread.stop()
