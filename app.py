@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,11 +29,12 @@ try:
     from bots import StateBot, StateBotAdapter, create_bot
     from bots.auth import BotAuthentication
     from bots.http import RequestPolicy, error_response
+    from bots.logs import log_text
     from bots.pipeline import TurnStates
     from bots.replies import ReplySender
     from bots.serving import guard_event_loop, server_options
     from config import ConfigError, Settings, settings_from_environment
-    from storage import ExpiryPolicy, StateStorage, StorageError, build_storage
+    from storage import ExpiryPolicy, StateStorage, StorageError, build_storage, storage_deadline
 except ModuleNotFoundError as missing:
     # `python app.py` outside the virtual environment: one line that says what to do, not a traceback.
     if __name__ != "__main__":
@@ -46,6 +49,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CHATTY_LOGGERS = ("aiohttp", "azure", "urllib3", "msal", "msrest", "botbuilder", "botframework", "asyncio")
 MESSAGES_PATH = "/api/messages"
 READY_TIMEOUT_SECONDS = 3.0
+#: A failing readiness check logs one WARNING at most this often, with the number of failures in between.
+READY_LOG_INTERVAL_SECONDS = 60.0
 EXPIRY_BATCH = 100
 EXPIRY_INTERVAL_SECONDS = 300.0
 #: /readyz writes a small record under this prefix (never a channel's key: those start with the channel id).
@@ -62,8 +67,86 @@ class BotRuntime:
     authentication: BotAuthentication
 
 
+@dataclass(frozen=True, slots=True)
+class ReadyResult:
+    """The outcome of one readiness check; ``reason`` is a short code, safe to show anyone."""
+
+    ready: bool
+    reason: str = ""
+
+
+class Readiness:
+    """/readyz's check of the store (a heartbeat written and read back), run at most once per ``interval`` seconds
+    in this process. Calls in between get the last result; calls that arrive during a check wait for that one.
+
+    The endpoint is public: without this every call was a write (thousands per second for anyone who asks). A
+    failure's detail (paths, the store's own message) goes to the log, at most once per ``log_interval`` seconds
+    with the number of failures in between; the answer carries only a reason code. The attributes can be changed
+    on a running app (tests set ``interval`` and ``log_interval``).
+    """
+
+    def __init__(self, interval: float, log_interval: float = READY_LOG_INTERVAL_SECONDS) -> None:
+        self.interval = interval
+        self.log_interval = log_interval
+        #: How many checks really ran (each one a write to the store).
+        self.checks = 0
+        self._last: ReadyResult | None = None
+        self._checked_at = -math.inf
+        self._running: asyncio.Task[ReadyResult] | None = None
+        self._failures = 0
+        self._unreported = 0
+        self._reported_at = -math.inf
+
+    async def result(self, storage: StateStorage) -> ReadyResult:
+        """The store's readiness, checked now unless a check ended less than ``interval`` seconds ago."""
+        if self._last is not None and time.monotonic() - self._checked_at < self.interval:
+            return self._last
+        if self._running is None:
+            self._running = asyncio.create_task(self._check(storage))
+        # Shielded: a caller that goes away does not cancel the check the others wait for.
+        return await asyncio.shield(self._running)
+
+    async def _check(self, storage: StateStorage) -> ReadyResult:
+        try:
+            self.checks += 1
+            try:
+                with storage_deadline(READY_TIMEOUT_SECONDS):
+                    await asyncio.wait_for(_write_heartbeat(storage), READY_TIMEOUT_SECONDS)
+            except (StorageError, TimeoutError) as err:
+                timed_out = isinstance(err, TimeoutError) or isinstance(err.__cause__, TimeoutError)
+                result = ReadyResult(False, "storage_timeout" if timed_out else "storage_error")
+                self._failed(str(err) or f"no answer within {READY_TIMEOUT_SECONDS:g} s")
+            else:
+                result = ReadyResult(True)
+                self._passed()
+            self._last, self._checked_at = result, time.monotonic()
+            return result
+        finally:
+            self._running = None
+
+    def _failed(self, detail: str) -> None:
+        self._failures += 1
+        now = time.monotonic()
+        if now - self._reported_at < self.log_interval:
+            self._unreported += 1
+            return
+        logger.warning(
+            "readiness check failed: %s (%d more failed checks since the last report)",
+            log_text(detail, 500),
+            self._unreported,
+        )
+        self._reported_at, self._unreported = now, 0
+
+    def _passed(self) -> None:
+        if self._failures:
+            logger.info("readiness check passes again, after %d failed checks", self._failures)
+        self._failures = self._unreported = 0
+        self._reported_at = -math.inf
+
+
 SETTINGS = web.AppKey("settings", Settings)
 RUNTIME = web.AppKey("runtime", BotRuntime)
+READINESS = web.AppKey("readiness", Readiness)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -173,15 +256,18 @@ async def _write_heartbeat(storage: StateStorage) -> None:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the store takes a write and reads it back: a full disk, a read-only or damaged database and an
-    unreachable service all answer 503 with the reason, so the instance leaves the load balancer's rotation."""
+    """Ready when the store takes a write and reads it back: a full disk, a read-only, damaged or deleted database
+    and an unreachable service all answer 503, so the instance leaves the load balancer's rotation.
+
+    ``{"status": "ready"|"unavailable", "storage": <backend>}``, and on 503 a ``reason`` code (``storage_error``,
+    ``storage_timeout``); the details are in the log. Checked at most once per ``READY_CHECK_SECONDS`` (``Readiness``).
+    """
     storage = request.app[RUNTIME].storage
-    try:
-        await asyncio.wait_for(_write_heartbeat(storage), READY_TIMEOUT_SECONDS)
-    except (StorageError, TimeoutError) as err:
-        reason = str(err) or f"no answer within {READY_TIMEOUT_SECONDS:g} s"
-        logger.warning("readiness check failed: %s", reason)
-        return web.json_response({"status": "unavailable", "storage": storage.name, "reason": reason}, status=503)
+    result = await request.app[READINESS].result(storage)
+    if not result.ready:
+        return web.json_response(
+            {"status": "unavailable", "storage": storage.name, "reason": result.reason}, status=503
+        )
     return web.json_response({"status": "ready", "storage": storage.name})
 
 
@@ -198,7 +284,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         return error_response(err.status, err.reason.lower().replace(" ", "_"), err.reason)
     except Exception:
-        logger.exception("unhandled error serving %s %s", request.method, request.path)
+        logger.exception("unhandled error serving %s %s", log_text(request.method, 16), log_text(request.path, 100))
         return error_response(500, "internal_error", "the bot hit an unexpected error; it has been logged")
 
 
@@ -218,6 +304,7 @@ async def create_app(settings: Settings | None = None, *, bot_factory: BotFactor
     app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[BOT_FACTORY] = bot_factory
+    app[READINESS] = Readiness(settings.ready_check_seconds)
     app.cleanup_ctx.append(_runtime_context)
     app.router.add_post(MESSAGES_PATH, messages)
     app.router.add_get("/healthz", healthz)

@@ -66,6 +66,8 @@ class Settings:
     to_channel_from_bot_oauth_scope: str = PUBLIC_CLOUD["ToChannelFromBotOAuthScope"]
     max_body_bytes: int = 1024 * 1024
     request_timeout_seconds: float = 15.0
+    #: /readyz checks the store (a write) at most this often per process; calls in between get the last result.
+    ready_check_seconds: float = 5.0
     conversation_ttl: timedelta | None = timedelta(days=30)
     user_ttl: timedelta | None = None
 
@@ -148,15 +150,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         if problem:
             problems.append(f"{name}={value!r} {problem}")
     max_body_bytes = _whole_number(get, "MAX_BODY_BYTES", defaults.max_body_bytes, 1024, 64 * 1024 * 1024, problems)
-    timeout_text = get("REQUEST_TIMEOUT_SECONDS", f"{defaults.request_timeout_seconds:g}")
-    request_timeout_seconds = defaults.request_timeout_seconds
-    try:
-        request_timeout_seconds = float(timeout_text)
-    except ValueError:
-        problems.append(f"REQUEST_TIMEOUT_SECONDS={timeout_text!r} is not a number of seconds (0.5-300)")
-    else:
-        if not 0.5 <= request_timeout_seconds <= 300:
-            problems.append(f"REQUEST_TIMEOUT_SECONDS={timeout_text} is out of range (0.5-300)")
+    request_timeout_seconds = _seconds(
+        get, "REQUEST_TIMEOUT_SECONDS", defaults.request_timeout_seconds, 0.5, 300, problems
+    )
+    ready_check_seconds = _seconds(get, "READY_CHECK_SECONDS", defaults.ready_check_seconds, 0, 300, problems)
 
     conversation_ttl = _duration(get, "CONVERSATION_TTL", defaults.conversation_ttl, problems)
     user_ttl = _duration(get, "USER_TTL", defaults.user_ttl, problems)
@@ -191,6 +188,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         to_channel_from_bot_oauth_scope=cloud["ToChannelFromBotOAuthScope"],
         max_body_bytes=max_body_bytes,
         request_timeout_seconds=request_timeout_seconds,
+        ready_check_seconds=ready_check_seconds,
         conversation_ttl=conversation_ttl,
         user_ttl=user_ttl,
     )
@@ -245,6 +243,20 @@ def _whole_number(
         return default
     if not lowest <= value <= highest:
         problems.append(f"{name}={value} is out of range ({lowest}-{highest})")
+    return value
+
+
+def _seconds(
+    get: Callable[[str, str], str], name: str, default: float, lowest: float, highest: float, problems: list[str]
+) -> float:
+    text = get(name, f"{default:g}")
+    try:
+        value = float(text)
+    except ValueError:
+        problems.append(f"{name}={text!r} is not a number of seconds ({lowest:g}-{highest:g})")
+        return default
+    if not lowest <= value <= highest:  # also false for nan
+        problems.append(f"{name}={text} is out of range ({lowest:g}-{highest:g})")
     return value
 
 

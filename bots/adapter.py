@@ -25,6 +25,7 @@ from botbuilder.schema import Activity, ActivityTypes, DeliveryModes, ResourceRe
 from botframework.connector.auth import BotFrameworkAuthentication
 
 from .http import RequestError, RequestPolicy, error_response, read_activity
+from .logs import log_text
 from .pipeline import (
     BUFFER_KEY,
     INVOKE_RESPONSE_KEY,
@@ -104,7 +105,9 @@ class StateBotAdapter(CloudAdapter):
         try:
             await self._replies.send(result.activities)
         except ReplyError as err:
-            logger.warning("turn %s: replies were not delivered to its serviceUrl: %s", describe(activity), err)
+            logger.warning(
+                "turn %s: replies were not delivered to its serviceUrl: %s", describe(activity), log_text(err)
+            )
             if result.outcome == TurnOutcome.OK:
                 return error_response(
                     502, "reply_not_delivered", "the turn was saved, but its replies could not be delivered"

@@ -20,6 +20,11 @@ so the usual turn costs nothing extra but one more key in the read.
 Outcomes are distinct (``TurnOutcome``): a conflict that survived every attempt answers "busy", an unreachable
 store is an outage (503), a record that cannot be decoded is moved aside and the turn goes on, and a bug in the
 bot is apologised for with every stored record left as it was.
+
+A turn's storage work has one budget, ``deadline_seconds`` from its arrival (``storage.storage_deadline``): every
+read, write, shared-lock attempt and retry of the turn ends by then, waiting for the in-process lock included. A
+store that does not answer in time (another process holding SQLite's write lock, say) is an outage answered well
+within a channel's patience, instead of each step waiting out the store's whole busy timeout in turn.
 """
 
 from __future__ import annotations
@@ -40,9 +45,19 @@ from botbuilder.core.bot_state import CachedBotState
 from botbuilder.schema import Activity, ActivityTypes, ConversationAccount
 from botframework.connector import Channels
 
-from storage import CorruptRecordError, Delete, ETagConflictError, StateStorage, StorageError, codec
+from storage import (
+    CorruptRecordError,
+    Delete,
+    ETagConflictError,
+    StateStorage,
+    StorageError,
+    codec,
+    storage_deadline,
+    storage_deadline_now,
+)
 
-from .logs import short_id
+from .logs import log_text, short_id
+from .state_keys import conversation_key, private_conversation_key, user_key
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +73,11 @@ DEFAULT_RETRIES = 3
 BACKOFF_SECONDS = 0.01
 SHARED_LOCK_SECONDS = 15.0
 SHARED_LOCK_WAIT_SECONDS = 10.0
+#: A turn's storage budget from its arrival: well under the ~15 s a channel waits for the answer, far over what a
+#: turn needs when workers queue for the store (~0.2 s measured with 4 gunicorn workers on one hot conversation).
+TURN_DEADLINE_SECONDS = 6.0
+#: Giving the shared lock back after the turn gets its own small budget (the turn's may be spent).
+RELEASE_DEADLINE_SECONDS = 1.0
 
 
 class TurnOutcome(enum.StrEnum):
@@ -145,8 +165,13 @@ class SharedLock:
         )
 
     async def acquire(self, wait_seconds: float = SHARED_LOCK_WAIT_SECONDS) -> None:
+        """Take the lock, waiting up to ``wait_seconds`` (less when the storage deadline is nearer) for its holder;
+        ``TurnBusyError`` when it stays taken, ``StorageError`` when the store fails."""
         self._owner = self._owner or uuid.uuid4().hex
         deadline = time.monotonic() + wait_seconds
+        storage_deadline_at = storage_deadline_now()
+        if storage_deadline_at is not None:
+            deadline = min(deadline, storage_deadline_at)
         pause = 0.002
         while True:
             record = {"owner": self._owner, "expires_at": self._clock() + SHARED_LOCK_SECONDS}
@@ -277,15 +302,51 @@ class _LoadedByThePipeline(BotState):
 
 
 class TurnUserState(_LoadedByThePipeline, UserState):
-    """UserState: one record per user and channel."""
+    """UserState: one record per user and channel, under ``bots.state_keys.user_key``."""
+
+    def get_storage_key(self, turn_context: TurnContext) -> str:
+        activity = turn_context.activity
+        return user_key(_required(activity.channel_id, "channelId"), _required(_user_id(activity), "from.id"))
 
 
 class TurnConversationState(_LoadedByThePipeline, ConversationState):
-    """ConversationState: one record per conversation, shared by its members."""
+    """ConversationState: one record per conversation, shared by its members, under
+    ``bots.state_keys.conversation_key``."""
+
+    def get_storage_key(self, turn_context: TurnContext) -> str:
+        activity = turn_context.activity
+        return conversation_key(
+            _required(activity.channel_id, "channelId"), _required(_conversation_id(activity), "conversation.id")
+        )
 
 
 class TurnPrivateConversationState(_LoadedByThePipeline, PrivateConversationState):
-    """PrivateConversationState: one record per member of a conversation."""
+    """PrivateConversationState: one record per member of a conversation, under
+    ``bots.state_keys.private_conversation_key``."""
+
+    def get_storage_key(self, turn_context: TurnContext) -> str:
+        activity = turn_context.activity
+        return private_conversation_key(
+            _required(activity.channel_id, "channelId"),
+            _required(_conversation_id(activity), "conversation.id"),
+            _required(_user_id(activity), "from.id"),
+            self.namespace,
+        )
+
+
+def _required(value: str | None, name: str) -> str:
+    # The SDK's states raise TypeError for a missing id too; bots.http refuses such requests before a turn.
+    if not value:
+        raise TypeError(f"invalid activity: missing {name}")
+    return value
+
+
+def _user_id(activity: Activity) -> str | None:
+    return activity.from_property.id if activity.from_property is not None else None
+
+
+def _conversation_id(activity: Activity) -> str | None:
+    return activity.conversation.id if activity.conversation is not None else None
 
 
 def _shown(keys: Iterable[str]) -> str:
@@ -348,7 +409,8 @@ def _cache_key(state: BotState) -> str:
 
 
 def lock_key(activity: Activity) -> str:
-    return f"{activity.channel_id}/conversations/{activity.conversation.id}"
+    """The conversation's lock, in this process and (with ``/turn-lock``) in the store: its ConversationState key."""
+    return conversation_key(activity.channel_id, activity.conversation.id)
 
 
 ContextFactory = Callable[[Activity], TurnContext]
@@ -366,16 +428,21 @@ class TurnPipeline:
     run_middleware: Runner
     retries: int = DEFAULT_RETRIES
     backoff_seconds: float = BACKOFF_SECONDS
+    deadline_seconds: float = TURN_DEADLINE_SECONDS
     _locks: ConversationLocks = field(default_factory=ConversationLocks)
 
     async def run(self, activity: Activity) -> TurnResult:
+        """The turn's outcome, within ``deadline_seconds`` (plus ``RELEASE_DEADLINE_SECONDS`` to give the shared
+        lock back) whatever the store does."""
         key = lock_key(activity)
-        async with self._locks.hold(key):
-            shared = SharedLock(self.states.storage, f"{key}/turn-lock")
-            try:
-                return await self._attempts(activity, shared)
-            finally:
-                await shared.release()
+        with storage_deadline(self.deadline_seconds):
+            async with self._locks.hold(key):
+                shared = SharedLock(self.states.storage, f"{key}/turn-lock")
+                try:
+                    return await self._attempts(activity, shared)
+                finally:
+                    with storage_deadline(RELEASE_DEADLINE_SECONDS):
+                        await shared.release()
 
     async def _attempts(self, activity: Activity, shared: SharedLock) -> TurnResult:
         conflicts = 0
@@ -408,6 +475,8 @@ class TurnPipeline:
                         await shared.acquire()
                 except TurnBusyError:
                     return self._busy(activity, attempts)
+                except StorageError as err:  # raised here, the handlers below would not see it
+                    return self._outage(activity, err, attempts)
                 await asyncio.sleep(self.backoff_seconds * conflicts * random.uniform(0.5, 1.5))
             except TurnBusyError:
                 return self._busy(activity, attempts)
@@ -448,11 +517,11 @@ class TurnPipeline:
         return TurnResult(TurnOutcome.BUSY, [reply_to(activity, BUSY_TEXT)], attempts)
 
     def _outage(self, activity: Activity, error: StorageError, attempts: int) -> TurnResult:
-        logger.warning("turn %s: %s: %s", describe(activity), TurnOutcome.STORAGE_UNAVAILABLE, error)
+        logger.warning("turn %s: %s: %s", describe(activity), TurnOutcome.STORAGE_UNAVAILABLE, log_text(error))
         return TurnResult(TurnOutcome.STORAGE_UNAVAILABLE, [reply_to(activity, OUTAGE_TEXT)], attempts, error=error)
 
     def _unreadable(self, activity: Activity, error: CorruptRecordError, attempts: int) -> TurnResult:
-        logger.error("turn %s: %s: %s", describe(activity), TurnOutcome.RECORD_DAMAGED, error)
+        logger.error("turn %s: %s: %s", describe(activity), TurnOutcome.RECORD_DAMAGED, log_text(error))
         return TurnResult(TurnOutcome.RECORD_DAMAGED, [reply_to(activity, UNREADABLE_TEXT)], attempts, error=error)
 
     def _bot_error(self, activity: Activity, error: Exception, attempts: int) -> TurnResult:
@@ -507,5 +576,5 @@ def reply_to(activity: Activity, text: str) -> Activity:
 
 
 def describe(activity: Activity) -> str:
-    """The turn as log lines name it: activity type, channel and a shortened conversation id."""
-    return f"{activity.type}@{activity.channel_id}/{short_id(activity.conversation.id)}"
+    """The turn as log lines name it: activity type, channel and conversation id, each escaped and shortened."""
+    return f"{short_id(activity.type)}@{short_id(activity.channel_id)}/{short_id(activity.conversation.id)}"

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
         StateStorage,
         StorageError,
         damaged_key,
+        storage_deadline,
+        storage_deadline_now,
     )
     from .memory import MemoryStateStorage
     from .sqlite import SqliteStorage
@@ -36,6 +38,8 @@ __all__ = [
     "StorageError",
     "build_storage",
     "damaged_key",
+    "storage_deadline",
+    "storage_deadline_now",
 ]
 
 # Loaded on first use (PEP 562), so that ``config`` can import ``storage.registry`` without the storage contract
@@ -49,6 +53,8 @@ _EXPORTED_FROM = {
     "StateStorage": ".base",
     "StorageError": ".base",
     "damaged_key": ".base",
+    "storage_deadline": ".base",
+    "storage_deadline_now": ".base",
     "MemoryStateStorage": ".memory",
     "SqliteStorage": ".sqlite",
 }

@@ -24,6 +24,8 @@ Summary:
   never looks like "absent". One operation takes at most ``operation_timeout`` seconds; a store that
   lost its container or table is repaired by ``_heal`` and the operation tried once more. After ``close()``
   every method raises ``StorageError``.
+* Inside ``with storage_deadline(seconds):`` (a turn, a readiness check) every operation also ends by that
+  deadline, queueing and waiting for locks included: past it, ``StorageError``.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ import asyncio
 import json
 import logging
 import random
+import time
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -60,13 +65,39 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# Per task (asyncio copies the context into each task), so one turn's deadline never bounds another's operations.
+_DEADLINE: ContextVar[float | None] = ContextVar("storage_deadline", default=None)
+
+
+@contextmanager
+def storage_deadline(seconds: float) -> Iterator[None]:
+    """Every storage operation started inside the block (in this task, and in tasks it starts) must end within
+    ``seconds`` from now, whatever it waits for: a lock held by another process, operations queued before it,
+    retries. One that cannot raises ``StorageError``. Replaces any deadline of an enclosing block.
+
+    A turn is one block: its reads, writes, lock attempts and retries share one budget instead of each getting
+    the store's whole timeout.
+    """
+    token = _DEADLINE.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def storage_deadline_now() -> float | None:
+    """The ``time.monotonic()`` by which storage operations started now must end, or None (no deadline)."""
+    return _DEADLINE.get()
+
+
 @dataclass(frozen=True, slots=True)
 class ExpiryPolicy:
     """How long records live after their last write (sliding expiry), by the shape of their key.
 
     ``<channel>/conversations/<id>`` (and ``.../conversations/<id>/users/<user>``, private conversation state)
     live ``conversation_ttl``; ``<channel>/users/<id>`` live ``user_ttl``; None means forever, as does any other
-    key (heartbeats, damaged records). ``clock`` is for tests.
+    key (heartbeats, damaged records). ``clock`` is for tests. The bot's states escape ``/`` in every id
+    (``bots.state_keys``), so the second segment is always the one the state chose, whatever the ids hold.
     """
 
     conversation_ttl: timedelta | None = timedelta(days=30)
@@ -417,15 +448,18 @@ class StateStorage(Storage):
             raise StorageError(f"{self.name} storage is closed")
 
     async def _run[T](self, action: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run one operation within ``operation_timeout``; after a fault ``_heal`` repairs, try it once more."""
+        """Run one operation within ``operation_timeout`` and the caller's ``storage_deadline``; after a fault
+        ``_heal`` repairs, try it once more."""
         for attempt in (1, 2):
+            limit = self._time_limit(action)
+            scope = asyncio.timeout(limit)
             try:
-                async with asyncio.timeout(self.operation_timeout):
+                async with scope:
                     return await operation()
             except TimeoutError as err:
-                if self.operation_timeout is None:  # not ours: the backend bounds itself
+                if not scope.expired():  # not ours: raised by the operation itself
                     raise
-                raise StorageError(f"{self.name} {action} gave no answer within {self.operation_timeout:g} s") from err
+                raise StorageError(f"{self.name} {action} gave no answer within {limit:.3g} s") from err
             except _NOT_A_FAULT:
                 raise
             except StorageError as err:
@@ -433,6 +467,16 @@ class StateStorage(Storage):
                     raise
                 logger.warning("%s: retrying the %s after repairing the store", self.name, action)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _time_limit(self, action: str) -> float | None:
+        """Seconds the next operation may take: ``operation_timeout``, or less when the deadline is nearer."""
+        deadline = storage_deadline_now()
+        if deadline is None:
+            return self.operation_timeout
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise StorageError(f"{self.name} {action} not started: the time allowed for it had run out")
+        return left if self.operation_timeout is None else min(left, self.operation_timeout)
 
     async def _try_heal(self, err: StorageError) -> bool:
         try:

@@ -8,14 +8,22 @@
   means one operation at a time on the connection, so a statement can never land inside another operation's
   transaction, and a cancelled caller cannot leave a transaction open.
 * WAL mode, so readers never wait for a writer; a ``busy_timeout`` lets concurrent writers from other
-  processes queue instead of failing at once.
+  processes queue instead of failing at once. An operation under a ``storage_deadline`` (a turn) waits no longer
+  than its deadline: it is not started once the deadline has passed, and the busy timeout is lowered to the time
+  left, so operations queued behind a lock held elsewhere fail together instead of one busy timeout after another.
 * Each write is a single statement that checks the e_tag itself (``UPDATE ... WHERE e_tag = ?``,
   ``INSERT`` against the primary key), so the check and the write are atomic across processes. A write of
   several keys runs them in one ``BEGIN IMMEDIATE`` transaction: all of them or none (``atomic_writes``).
 * ``secure_delete`` is on, so deleted records are overwritten in the database file, and ``compact()``
   checkpoints and truncates the write-ahead log, where older copies of pages would otherwise linger.
 * A file that is not an SQLite database, or was made by a newer schema, stops start-up with a message naming the
-  file. Nothing is ever dropped or recreated.
+  file, and so does an empty (0-byte) file nobody is creating. Nothing is ever dropped or recreated.
+* A new database is made under a temporary name in the same folder and linked into place once it holds its
+  schema (``_create``), so a database this bot creates is never seen at its path with 0 bytes, even while several
+  workers start on it at once (the first link wins; the others use that file).
+* The file is the one opened: its identity (device, inode) is recorded at open and checked before every change,
+  on the connection's thread in the same job. A database deleted, moved away or replaced by another file while
+  the bot runs is an outage (``StorageError``), never a silent new store that a restart would then lose.
 """
 
 from __future__ import annotations
@@ -23,12 +31,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import random
+import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +53,7 @@ from .base import (
     StorageError,
     StoredRecord,
     new_e_tag,
+    storage_deadline_now,
 )
 
 logger = logging.getLogger(__name__)
@@ -69,7 +81,8 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-type _Job = tuple[asyncio.Future[Any], Callable[..., Any], tuple[object, ...]]
+type _Job = tuple[asyncio.Future[Any], Callable[..., Any], tuple[object, ...], bool]
+type _Answers = dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, object]]]
 
 
 class _ConnectionThread:
@@ -77,7 +90,8 @@ class _ConnectionThread:
 
     Like a one-worker ``ThreadPoolExecutor``, but what was queued while the thread worked is run back to back and
     answered in ONE ``call_soon_threadsafe`` per loop: under load many turns share one wake-up of the loop (and
-    one hand-over of the GIL) instead of paying one each.
+    one hand-over of the GIL) instead of paying one each. Before a job that may wait (for another process's
+    lock), the answers collected so far are sent: a finished operation never waits for another one's lock.
     """
 
     def __init__(self, name: str) -> None:
@@ -85,10 +99,13 @@ class _ConnectionThread:
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
-    def run[T](self, function: Callable[..., T], *arguments: object) -> asyncio.Future[T]:
-        """Queue ``function(*arguments)``; the future (of the running loop) gets its result or its exception."""
+    def run[T](self, function: Callable[..., T], *arguments: object, may_wait: bool = False) -> asyncio.Future[T]:
+        """Queue ``function(*arguments)``; the future (of the running loop) gets its result or its exception.
+
+        ``may_wait``: the job can block for a while (a write waiting for the lock).
+        """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.put((future, function, arguments))
+        self._jobs.put((future, function, arguments, may_wait))
         return future
 
     def stop(self) -> None:
@@ -105,20 +122,27 @@ class _ConnectionThread:
                     job = self._jobs.get_nowait()
                 except queue.Empty:
                     break
-            answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, object]]] = {}
-            for future, function, arguments in batch:
+            answers: _Answers = {}
+            for future, function, arguments, may_wait in batch:
                 if future.cancelled():  # the caller gave up before it started: do nothing for it
                     continue
+                if may_wait and answers:
+                    _send(answers)
+                    answers = {}
                 try:
                     answer: tuple[asyncio.Future[Any], bool, object] = (future, True, function(*arguments))
                 except BaseException as err:  # handed to the caller, who raises it
                     answer = (future, False, err)
                 answers.setdefault(future.get_loop(), []).append(answer)
-            for loop, settled in answers.items():
-                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
-                    loop.call_soon_threadsafe(_settle, settled)
+            _send(answers)
             if job is None:
                 return
+
+
+def _send(answers: _Answers) -> None:
+    for loop, settled in answers.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle, settled)
 
 
 def _settle(answers: list[tuple[asyncio.Future[Any], bool, object]]) -> None:
@@ -137,15 +161,23 @@ class SqliteStorage(StateStorage):
     atomic_writes = True
     expiry_cleanup = True
 
-    def __init__(self, connection: sqlite3.Connection, thread: _ConnectionThread, path: Path) -> None:
-        """Wrap a connection opened on ``thread`` and initialised. Use :meth:`open` to get one."""
+    def __init__(
+        self, connection: sqlite3.Connection, thread: _ConnectionThread, path: Path, identity: _FileIdentity
+    ) -> None:
+        """Wrap a connection opened on ``thread`` and initialised, on the file ``identity`` names. Use :meth:`open`
+        to get one."""
         self._db = connection
         self._thread = thread
         self._path = path
+        self._identity = identity
+        self._busy = _BusyTimeout()
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStorage:
-        """Open (creating if needed) the database at ``path`` and make sure its schema is ours."""
+        """Open (creating if needed) the database at ``path`` and make sure its schema is ours.
+
+        ``StorageError`` when it cannot be used: not a database, a newer schema, an empty file, no access.
+        """
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,18 +185,29 @@ class SqliteStorage(StateStorage):
             raise StorageError(f"cannot create the folder for the SQLite database {path}: {err}") from err
         thread = _ConnectionThread(f"sqlite {path.name}")
         try:
-            connection = await thread.run(_connect, path)
+            connection, identity = await thread.run(_connect, path)
         except BaseException:
             thread.stop()
             raise
-        return cls(connection, thread, path)
+        return cls(connection, thread, path, identity)
 
-    async def _call[T](self, action: str, function: Callable[..., T], *arguments: object) -> T:
-        """Run ``function(connection, *arguments)`` on the connection's thread; SQLite errors become StorageError."""
+    async def _call[T](self, action: str, function: Callable[..., T], *arguments: object, may_wait: bool = False) -> T:
+        """Run ``function(connection, *arguments)`` on the connection's thread, by the caller's
+        ``storage_deadline`` if there is one; SQLite errors become StorageError."""
+        job = self._thread.run(
+            _by_deadline, self._db, self._busy, storage_deadline_now(), function, *arguments, may_wait=may_wait
+        )
         try:
-            return await self._thread.run(function, self._db, *arguments)
+            return await job
+        except _OutOfTime as err:
+            raise StorageError(f"sqlite {action} not started: {err}") from None
         except sqlite3.Error as err:
             raise self._error(action, err) from err
+
+    async def _change[T](self, action: str, function: Callable[..., T], *arguments: object) -> T:
+        """``_call`` for an operation that changes the file (and so may wait for the write lock): first, in the
+        same job, check that the file at the path is still the one opened."""
+        return await self._call(action, _on_the_opened_file, self._identity, function, *arguments, may_wait=True)
 
     async def _load_many(self, keys: list[str]) -> dict[str, StoredRecord]:
         rows = await self._call("read", _select, keys)
@@ -186,10 +229,10 @@ class SqliteStorage(StateStorage):
         return (await self._write_atomic([PendingWrite(key, document, ANY_E_TAG)]))[0]
 
     async def _write_atomic(self, writes: list[PendingWrite]) -> list[str]:
-        return await self._call("write", _write, writes)
+        return await self._change("write", _write, writes)
 
     async def _remove(self, key: str) -> None:
-        await self._call("delete", _execute, "DELETE FROM bot_state WHERE key = ?", (key,))
+        await self._change("delete", _execute, "DELETE FROM bot_state WHERE key = ?", (key,))
 
     async def _load_raw(self, key: str) -> str | None:
         rows = await self._call("read", _fetch, "SELECT CAST(document AS BLOB) FROM bot_state WHERE key = ?", (key,))
@@ -197,20 +240,20 @@ class SqliteStorage(StateStorage):
 
     async def _move(self, key: str, new_key: str) -> bool:
         query = "UPDATE bot_state SET key = ?, updated_at = ? WHERE key = ?"
-        return await self._call("move aside", _execute, query, (new_key, _now(), key)) == 1
+        return await self._change("move aside", _execute, query, (new_key, _now(), key)) == 1
 
     async def _remove_expired(self, now: int, limit: int) -> int:
         query = (
             "DELETE FROM bot_state WHERE key IN "  # noqa: S608 - constant SQL, values bound
             f"(SELECT key FROM bot_state WHERE {_EXPIRES_AT_SQL} <= ? LIMIT ?)"
         )
-        return await self._call("remove expired", _execute, query, (now, limit))
+        return await self._change("remove expired", _execute, query, (now, limit))
 
     async def _ping(self) -> None:
-        await self._call("ping", _fetch, "SELECT count(*) FROM bot_state WHERE key = ''", ())
+        await self._change("ping", _fetch, "SELECT count(*) FROM bot_state WHERE key = ''", ())
 
     async def _compact(self) -> None:
-        rows = await self._call("compact", _fetch, "PRAGMA wal_checkpoint(TRUNCATE)", ())
+        rows = await self._change("compact", _fetch, "PRAGMA wal_checkpoint(TRUNCATE)", ())
         busy = rows[0][0] if rows else 0
         if busy:
             # Another process is reading an older snapshot; the next checkpoint (automatic or compact) finishes.
@@ -232,17 +275,177 @@ class SqliteStorage(StateStorage):
 # -- what runs on the connection's thread ------------------------------------------------------------------------
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+@dataclass(frozen=True, slots=True)
+class _FileIdentity:
+    """Which file the store opened: its path and, to tell it from a file that later takes its place, its device
+    and inode."""
+
+    path: Path
+    device: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: Path) -> _FileIdentity:
+        found = os.stat(path)
+        return cls(path, found.st_dev, found.st_ino)
+
+    def check(self) -> None:
+        """Raise ``StorageError`` unless the file at the path is still this one. One ``stat``, about a microsecond.
+
+        SQLite keeps writing to the file it opened even once it has no name, so a deleted database takes every
+        write without a complaint and loses them all when the process stops.
+        """
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            raise StorageError(
+                f"the SQLite database {self.path} was deleted or moved away while the bot was running; nothing is "
+                "written until it is back at that path (or the bot is restarted on a new, empty database)"
+            ) from None
+        except OSError as err:
+            raise StorageError(f"cannot check the SQLite database {self.path}: {err}") from err
+        if (found.st_dev, found.st_ino) != (self.device, self.inode):
+            raise StorageError(
+                f"the SQLite database {self.path} was replaced by another file while the bot was running; nothing is "
+                "written to either until the bot is restarted (on the new file) or the old file is put back"
+            )
+
+
+class _OutOfTime(Exception):
+    """A job whose caller's deadline passed while it was queued; it was not run."""
+
+
+class _BusyTimeout:
+    """The connection's busy timeout as last set (only the connection's thread touches it)."""
+
+    def __init__(self) -> None:
+        self.milliseconds = BUSY_TIMEOUT_MS
+
+
+def _by_deadline[T](
+    db: sqlite3.Connection, busy: _BusyTimeout, deadline: float | None, function: Callable[..., T], *arguments: object
+) -> T:
+    """``function(db, *arguments)``, waiting for locks no longer than ``deadline`` (``time.monotonic()``) allows.
+
+    The busy timeout is lowered only when less than ``BUSY_TIMEOUT_MS`` is left (near the end of a turn's
+    budget) and put back by the next job that has the time: usually no PRAGMA runs at all.
+    """
+    wanted = BUSY_TIMEOUT_MS
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _OutOfTime("the time allowed for it ran out while it was queued")
+        wanted = min(BUSY_TIMEOUT_MS, max(1, int(left * 1000)))
+    if wanted != busy.milliseconds:
+        db.execute(f"PRAGMA busy_timeout = {wanted}")
+        busy.milliseconds = wanted
+    return function(db, *arguments)
+
+
+def _on_the_opened_file[T](
+    db: sqlite3.Connection, identity: _FileIdentity, function: Callable[..., T], *arguments: object
+) -> T:
+    identity.check()
+    return function(db, *arguments)
+
+
+def _connect(path: Path) -> tuple[sqlite3.Connection, _FileIdentity]:
+    """Open the database at ``path`` (made first if there is none) and initialise it; also its identity."""
+    if _size(path) is None:
+        _create(path)
+    _refuse_an_empty_file(path)
     try:
         connection = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
     except sqlite3.Error as err:
         raise StorageError(f"cannot open the SQLite database {path}: {err}") from err
     try:
         _initialise_when_free(connection, path)
+        identity = _FileIdentity.of(path)
+    except OSError as err:
+        connection.close()
+        raise StorageError(f"cannot open the SQLite database {path}: {err}") from err
     except BaseException:
         connection.close()
         raise
-    return connection
+    return connection, identity
+
+
+def _size(path: Path) -> int | None:
+    """The size of the file at ``path`` in bytes; None when there is none."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise StorageError(f"cannot open the SQLite database {path}: {err}") from err
+
+
+def _create(path: Path) -> None:
+    """Make a new database at ``path``: initialised under a temporary name in the same folder, then hard-linked
+    into place, so that it never shows at ``path`` with 0 bytes (``sqlite3.connect`` creates the file empty and
+    writes the header later). When another process links its own first, that one is used and ours is dropped.
+
+    On a file system without hard links it is created in place, as ``sqlite3.connect`` does.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.new")
+    try:
+        try:
+            db = sqlite3.connect(temporary, isolation_level=None)
+        except sqlite3.Error as err:
+            raise StorageError(f"cannot create the SQLite database {path}: {err}") from err
+        try:
+            _initialise(db, path)
+            # Everything into the main file: the WAL belongs to the temporary name and is removed with it.
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as err:
+            raise StorageError(f"cannot create the SQLite database {path}: {err}") from err
+        finally:
+            db.close()
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another worker created it first
+        except OSError as err:
+            logger.debug("sqlite: %s cannot be hard-linked (%s); creating the database in place", path, err)
+    finally:
+        for leftover in (temporary, *(temporary.with_name(temporary.name + end) for end in ("-wal", "-shm"))):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+
+
+def _refuse_an_empty_file(path: Path) -> None:
+    """``StorageError`` when the file at ``path`` is empty (0 bytes): SQLite would take it for a new database.
+
+    An empty file whose write lock another connection holds is a database being created right now
+    (``sqlite3.connect`` makes the file empty and writes its header with the first transaction): it is waited for,
+    up to the busy timeout. Nothing is written to the file.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while _size(path) == 0:
+        # Another process refusing the same file holds its lock for a moment too: look again once it is free.
+        if not _write_locked(path) or time.monotonic() >= deadline:
+            raise StorageError(
+                f"SQLITE_PATH={path} is an empty file (0 bytes), not a database; it was left untouched. "
+                "Restore the database from a backup, or delete the empty file to start with an empty store."
+            )
+        time.sleep(random.uniform(0.01, 0.05))
+
+
+def _write_locked(path: Path) -> bool:
+    """Whether another connection holds the write lock of the database at ``path``. Asks without waiting and
+    writes nothing."""
+    try:
+        probe = sqlite3.connect(path, isolation_level=None, timeout=0)
+    except sqlite3.Error:
+        return False
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+    except sqlite3.Error as err:
+        return "locked" in str(err)
+    finally:
+        probe.close()
+    return False
 
 
 def _initialise_when_free(db: sqlite3.Connection, path: Path) -> None:

@@ -10,7 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from config import load_settings, setting_names
@@ -161,3 +162,35 @@ class GunicornProcess:
         """Start it with settings it must refuse; it has to stop by itself."""
         process = await self._spawn()
         return await asyncio.wait_for(process.wait(), 60)
+
+
+_HOLD_WRITE_LOCK = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+sys.stdout.write("locked\\n")
+sys.stdout.flush()
+sys.stdin.read()
+db.execute("ROLLBACK")
+"""
+
+
+@asynccontextmanager
+async def sqlite_write_lock_held(path: Path) -> AsyncIterator[None]:
+    """Another process holds the write lock of the SQLite database at ``path`` (an open ``BEGIN IMMEDIATE``, as a
+    maintenance script can leave it) for the duration of the block."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOLD_WRITE_LOCK, str(path), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    try:
+        assert await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT) == b"locked\n"
+        yield
+    finally:
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from app import create_app
+from app import READINESS, create_app
 from tests.azurite import Azurite, require_node, scratch_settings
 from tests.channel import Conversation, FakeChannel
 
@@ -34,7 +34,9 @@ def persistent_azurite(tmp_path: Path) -> Iterator[Azurite]:
 async def test_a_store_outage_fails_turns_cleanly_loses_nothing_and_heals_by_itself(
     persistent_azurite: Azurite, backend: str, http: aiohttp.ClientSession, channel: FakeChannel
 ) -> None:
-    runner = web.AppRunner(await create_app(scratch_settings(persistent_azurite, backend)))
+    app = await create_app(scratch_settings(persistent_azurite, backend))
+    app[READINESS].interval = 0  # /readyz checks on every call: the outage, then the recovery
+    runner = web.AppRunner(app)
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", 0).start()

@@ -147,6 +147,9 @@ def test_the_environment_wins_over_the_env_file(tmp_path: Path, monkeypatch: pyt
         ({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES"),
         ({"REQUEST_TIMEOUT_SECONDS": "soon"}, "REQUEST_TIMEOUT_SECONDS"),
         ({"REQUEST_TIMEOUT_SECONDS": "0"}, "REQUEST_TIMEOUT_SECONDS"),
+        ({"READY_CHECK_SECONDS": "often"}, "READY_CHECK_SECONDS='often' is not a number of seconds (0-300)"),
+        ({"READY_CHECK_SECONDS": "-1"}, "READY_CHECK_SECONDS=-1 is out of range (0-300)"),
+        ({"READY_CHECK_SECONDS": "nan"}, "READY_CHECK_SECONDS=nan is out of range (0-300)"),
         ({"ToBotFromChannelOpenIdMetadataUrl": "http://login.example.com/openid"}, "ToBotFromChannelOpenIdMetadataUrl"),
         ({"ToChannelFromBotLoginUrl": "ftp://login.example.com/"}, "ToChannelFromBotLoginUrl"),
         ({"ToBotFromEmulatorOpenIdMetadataUrl": "not a url"}, "ToBotFromEmulatorOpenIdMetadataUrl"),
@@ -167,12 +170,14 @@ def test_cloud_settings_accept_https_and_local_http() -> None:
             "ToChannelFromBotLoginUrl": "http://127.0.0.1:8080/botframework.com/oauth2/v2.0/token",
             "MAX_BODY_BYTES": "65536",
             "REQUEST_TIMEOUT_SECONDS": "2.5",
+            "READY_CHECK_SECONDS": "0",
         }
     )
 
     assert settings.to_bot_from_channel_openid_metadata_url.startswith("https://login.botframework.azure.us/")
     assert settings.to_channel_from_bot_login_url.startswith("http://127.0.0.1:8080/")
     assert (settings.max_body_bytes, settings.request_timeout_seconds) == (65536, 2.5)
+    assert settings.ready_check_seconds == 0
 
 
 def test_times_to_live_are_durations_or_off() -> None:

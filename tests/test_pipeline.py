@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,11 +12,12 @@ import pytest
 
 from app import create_app
 from bots import create_bot
-from bots.pipeline import BUSY_TEXT, ConversationLocks, TurnOutcome
-from config import load_settings
-from storage import ETagConflictError, MemoryStateStorage
+from bots.pipeline import BUSY_TEXT, OUTAGE_TEXT, ConversationLocks, TurnOutcome
+from config import Settings, load_settings
+from storage import ETagConflictError, MemoryStateStorage, StorageError
 from tests.channel import Conversation, FakeChannel, serving
 from tests.harness import BotHarness
+from tests.processes import sqlite_write_lock_held
 
 
 async def test_turns_of_one_conversation_run_one_at_a_time_and_locks_are_dropped() -> None:
@@ -126,3 +128,58 @@ async def test_in_a_group_each_member_has_their_own_dialog_and_forget() -> None:
     assert (await bob.stored(bob.user_key))["UserProfile"]["name"] == "Bob"
     assert (await bob.stored(bob.conversation_key))["ConversationData"]["message_count"] > 0
     assert "Bob sent: still here" in await bob.say("still here")
+
+
+async def test_turns_fail_well_within_a_channels_patience_while_another_process_holds_the_write_lock(
+    settings: Settings, bot_url: str, http: aiohttp.ClientSession, channel: FakeChannel
+) -> None:
+    """A maintenance script left ``BEGIN IMMEDIATE`` open on the database. Every turn meanwhile (six conversations
+    and three messages of one more, all at once) is told the bot cannot reach its memory, with a 503, in under
+    10 s: each step of a turn used to wait out the 5 s busy timeout, one queued operation after another (40 s
+    for the eighth of eight turns). Once the lock is given back, the bot remembers everyone."""
+    ada = Conversation(http, bot_url, channel, user_id="ada", expect_replies=True)
+    await ada.say("hi")
+    await ada.say("Ada")
+    others = [Conversation(http, bot_url, channel, expect_replies=True) for _ in range(6)]
+    posts = [talk.post(talk.activity(text="hello")) for talk in others]
+    posts += [ada.post(ada.activity(text=f"message {i}")) for i in range(3)]
+
+    async with sqlite_write_lock_held(settings.store.path):
+        started = time.monotonic()
+        replies = await asyncio.gather(*posts)
+        elapsed = time.monotonic() - started
+
+    assert elapsed < 10
+    for reply in replies:
+        assert reply.status == 503
+        assert reply.body["error"]["code"] == TurnOutcome.STORAGE_UNAVAILABLE
+        assert reply.texts == [OUTAGE_TEXT]
+    assert (await ada.say("back?")).text.startswith("Ada sent: back?")
+
+
+class ConflictThenOutage(MemoryStateStorage):
+    """Every user record write conflicts (another process got there first), and then the store stops answering
+    just as the pipeline writes the conversation's shared lock record."""
+
+    async def write(self, changes: Mapping[str, object]) -> None:
+        if any(key.endswith("/turn-lock") for key in changes):
+            raise StorageError("memory: the store went away (simulated)")
+        if any("/users/" in key and "/conversations/" not in key for key in changes):
+            raise ETagConflictError("memory: changed by another writer (simulated)")
+        await super().write(changes)
+
+
+async def test_a_store_failing_while_the_shared_lock_is_taken_is_an_outage_not_a_500(
+    http: aiohttp.ClientSession, channel: FakeChannel
+) -> None:
+    store = ConflictThenOutage()
+    settings = load_settings({"PORT": "0", "STORAGE": "memory"})
+
+    async with serving(await create_app(settings, bot_factory=lambda _: create_bot(store))) as url:
+        talk = Conversation(http, url, channel, expect_replies=True)
+        await talk.say("hi")
+        reply = await talk.post(talk.activity(text="Ada"))  # naming writes the user's record
+
+    assert reply.status == 503
+    assert reply.body["error"]["code"] == TurnOutcome.STORAGE_UNAVAILABLE
+    assert reply.texts == [OUTAGE_TEXT]

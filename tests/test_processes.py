@@ -131,6 +131,21 @@ def test_a_corrupt_database_stops_start_up_naming_the_file_and_is_not_touched(tm
     assert database.read_bytes() == garbage
 
 
+def test_an_empty_database_file_stops_start_up_with_one_line_and_is_not_touched(tmp_path: Path) -> None:
+    database = tmp_path / "bot.sqlite3"
+    database.touch()
+
+    result = run_app_expecting_failure(SQLITE_PATH=str(database))
+
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"cannot start: SQLITE_PATH={database} is an empty file (0 bytes)" in lines[0]
+    assert "delete the empty file" in lines[0]
+    assert database.stat().st_size == 0
+    assert sorted(tmp_path.iterdir()) == [database]
+
+
 def test_a_port_in_use_is_reported_without_a_traceback(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

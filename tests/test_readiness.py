@@ -11,6 +11,9 @@ The faults are real, made without privileges the tests may not have:
   before it starts), which makes the mode apply to it as to any user. The settings check refuses such a path.
 * **damaged**: while the bot runs, another connection points the state table at a page that does not exist
   (``writable_schema``, the way a damaged schema page looks to SQLite).
+
+The fault tests run with ``READY_CHECK_SECONDS=0`` (every call checks), so that a fault shows on the next call;
+the cache itself is tested with its default and the interval changed on the running app (``app[READINESS]``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import resource
 import socket
@@ -31,9 +35,11 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from app import HEARTBEAT_PREFIX
+from app import HEARTBEAT_PREFIX, READINESS, create_app
+from bots.pipeline import OUTAGE_TEXT
+from config import Settings, load_settings
 from storage import SqliteStorage
-from tests.channel import Conversation, FakeChannel
+from tests.channel import Conversation, FakeChannel, serving
 from tests.processes import ROOT, URL_LINE, bot_environment
 
 FILE_SIZE_LIMIT = 64 * 1024
@@ -70,7 +76,7 @@ async def _start_bot(log_path: Path, sqlite_path: Path, preexec_fn: Callable[[],
             sys.executable,
             "app.py",
             cwd=ROOT,
-            env=bot_environment(PORT="0", SQLITE_PATH=str(sqlite_path)),
+            env=bot_environment(PORT="0", SQLITE_PATH=str(sqlite_path), READY_CHECK_SECONDS="0"),
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=preexec_fn,
@@ -88,6 +94,14 @@ async def _start_bot(log_path: Path, sqlite_path: Path, preexec_fn: Callable[[],
         process.kill()
     await process.wait()
     raise RuntimeError(f"the bot did not start:\n{_read(log_path)}")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """The app's settings for these tests: sqlite in a private folder, and /readyz checking on every call."""
+    return load_settings(
+        {"PORT": "0", "SQLITE_PATH": str(tmp_path / "state" / "bot.sqlite3"), "READY_CHECK_SECONDS": "0"}
+    )
 
 
 @pytest_asyncio.fixture
@@ -130,8 +144,10 @@ async def test_a_full_disk_turns_readyz_503_and_turns_fail_cleanly(
                 break
         assert statuses[0] == 200
         assert statuses[-1] == 503, "the write-ahead log never hit the file-size limit"
-        assert body["storage"] == "sqlite"
-        assert "disk I/O error" in str(body["reason"]) or "full" in str(body["reason"])
+        assert body == {"status": "unavailable", "storage": "sqlite", "reason": "storage_error"}
+        log = _read(tmp_path / "bot.log")
+        assert "readiness check failed:" in log
+        assert "disk I/O error" in log or "full" in log
 
         talk = Conversation(http, f"{base}/api/messages", channel, user_id="user-1", channel_id="test")
         failed = await talk.post(talk.activity("message", text="hello"))
@@ -163,7 +179,7 @@ async def test_a_read_only_copy_of_the_store_never_starts_serving(tmp_path: Path
 
 
 async def test_a_store_damaged_while_the_bot_runs_turns_readyz_503(
-    settings, bot_url: str, http: aiohttp.ClientSession
+    settings, bot_url: str, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     base = bot_url.removesuffix("/api/messages")
     assert (await _ready(http, base))[0] == 200
@@ -175,6 +191,95 @@ async def test_a_store_damaged_while_the_bot_runs_turns_readyz_503(
         db.execute(f"PRAGMA schema_version = {version + 1}")
         db.commit()
 
+    caplog.set_level(logging.WARNING, "app")
     status, body = await _ready(http, base)
     assert status == 503
-    assert "malformed" in str(body["reason"])
+    assert body == {"status": "unavailable", "storage": "sqlite", "reason": "storage_error"}
+    assert "malformed" in caplog.text
+
+
+async def test_a_database_deleted_while_the_bot_runs_fails_turns_and_readyz(
+    settings, bot_url: str, http: aiohttp.ClientSession, channel: FakeChannel
+) -> None:
+    """Before, turns went on into the deleted file (200, and every user gone after a restart)."""
+    talk = Conversation(http, bot_url, channel, expect_replies=True)
+    await talk.say("hi")
+    await talk.say("Ada")
+
+    settings.store.path.unlink()
+    reply = await talk.post(talk.activity(text="still there?"))
+
+    assert reply.status == 503
+    assert reply.body["error"]["code"] == "storage_unavailable"
+    assert reply.texts == [OUTAGE_TEXT]
+    status, body = await _ready(http, bot_url.removesuffix("/api/messages"))
+    assert status == 503
+    assert str(settings.store.path) not in str(body)
+    assert not settings.store.path.exists()
+
+
+def _heartbeat_e_tag(path: Path) -> str:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        (e_tag,) = db.execute("SELECT e_tag FROM bot_state WHERE key LIKE ?", (f"{HEARTBEAT_PREFIX}%",)).fetchone()
+    return e_tag
+
+
+async def test_readyz_writes_at_most_once_per_interval_and_concurrent_calls_share_one_check(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Every call used to write a heartbeat: anybody could make the bot write thousands of times a second."""
+    settings = load_settings({"PORT": "0", "SQLITE_PATH": str(tmp_path / "bot.sqlite3")})
+    assert settings.ready_check_seconds == 5  # the default
+    app = await create_app(settings)
+    readiness = app[READINESS]
+    readiness.interval = 3600  # no second check can fall due during the test, however slow the machine
+
+    async with serving(app) as url:
+        base = url.removesuffix("/api/messages")
+        first = await asyncio.gather(*(_ready(http, base) for _ in range(20)))
+        written = _heartbeat_e_tag(settings.store.path)
+        later = [await _ready(http, base) for _ in range(30)]
+
+        assert all(answer == (200, {"status": "ready", "storage": "sqlite"}) for answer in first + later)
+        assert readiness.checks == 1
+        assert _heartbeat_e_tag(settings.store.path) == written
+
+        readiness.interval = 0
+        assert await _ready(http, base) == (200, {"status": "ready", "storage": "sqlite"})
+        assert readiness.checks == 2
+        assert _heartbeat_e_tag(settings.store.path) != written
+
+
+async def test_a_failing_readyz_shows_no_internals_and_logs_one_warning_per_interval(
+    settings: Settings, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The 503 body carries a reason code only; the path and SQLite's message go to the log, once per
+    ``log_interval`` with the count of the failures in between, and recovery is logged once."""
+    caplog.set_level(logging.INFO, "app")
+    app = await create_app(settings)
+    aside = settings.store.path.with_name("aside.sqlite3")
+    async with serving(app) as url:
+        base = url.removesuffix("/api/messages")
+        settings.store.path.rename(aside)  # moved away while the bot runs
+
+        answers = [await _ready(http, base) for _ in range(5)]
+
+        assert answers == [(503, {"status": "unavailable", "storage": "sqlite", "reason": "storage_error"})] * 5
+        warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+        assert len(warnings) == 1
+        assert str(settings.store.path) in warnings[0]
+        assert warnings[0].endswith("(0 more failed checks since the last report)")
+
+        caplog.clear()
+        app[READINESS].log_interval = 0
+        assert (await _ready(http, base))[0] == 503
+        assert [record.getMessage() for record in caplog.records][-1].endswith(
+            "(4 more failed checks since the last report)"
+        )
+
+        caplog.clear()
+        aside.rename(settings.store.path)
+        assert (await _ready(http, base))[0] == 200
+        assert [record.getMessage() for record in caplog.records] == [
+            "readiness check passes again, after 6 failed checks"
+        ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import sys
 import threading
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import CorruptRecordError, SqliteStorage, StorageError
+from storage import CorruptRecordError, SqliteStorage, StorageError, storage_deadline
 from storage import sqlite as sqlite_module
 from tests.processes import ROOT
 
@@ -255,3 +256,231 @@ async def test_opening_a_new_database_waits_while_another_process_is_setting_it_
         assert (await storage.read(["k"]))["k"]["v"] == 1
     finally:
         await storage.close()
+
+
+async def test_a_database_deleted_while_open_refuses_every_change_and_is_not_recreated(tmp_path: Path) -> None:
+    """SQLite goes on writing to a deleted file (it still has it open), so turns would succeed into a file that is
+    gone when the process stops. Every change is refused instead, naming the file; nothing appears at the path."""
+    path = tmp_path / "bot.sqlite3"
+    storage = await SqliteStorage.open(path)
+    try:
+        await storage.write({"k": {"v": 1}})
+        path.unlink()
+
+        for change in (
+            lambda: storage.write({"k": {"v": 2, "e_tag": "*"}}),
+            lambda: storage.delete(["k"]),
+            lambda: storage.move_aside("k"),
+            lambda: storage.remove_expired(),
+            storage.compact,
+            storage.ping,
+        ):
+            with pytest.raises(StorageError, match="was deleted or moved away while the bot was running") as caught:
+                await change()
+            assert str(path) in str(caught.value)
+        assert not path.exists()
+    finally:
+        await storage.close()
+
+
+async def test_a_database_replaced_by_another_file_refuses_every_write_and_leaves_both_alone(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    storage = await SqliteStorage.open(path)
+    try:
+        await storage.write({"k": {"v": 1}})
+        other = await SqliteStorage.open(tmp_path / "other.sqlite3")
+        await other.write({"theirs": {"v": "other"}})
+        await other.close()
+        before = (tmp_path / "other.sqlite3").read_bytes()
+        (tmp_path / "other.sqlite3").replace(path)  # e.g. a backup moved into place while the bot runs
+
+        with pytest.raises(StorageError, match="was replaced by another file while the bot was running"):
+            await storage.write({"k": {"v": 2, "e_tag": "*"}})
+
+        assert path.read_bytes() == before
+    finally:
+        await storage.close()
+    assert path.read_bytes() == before
+
+
+async def test_a_database_moved_away_and_back_is_written_again(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    aside = tmp_path / "aside.sqlite3"
+    storage = await SqliteStorage.open(path)
+    try:
+        await storage.write({"k": {"v": 1}})
+        path.rename(aside)
+        with pytest.raises(StorageError, match="deleted or moved away"):
+            await storage.write({"k": {"v": 2, "e_tag": "*"}})
+        aside.rename(path)
+
+        await storage.write({"k": {"v": 3, "e_tag": "*"}})
+
+        assert (await storage.read(["k"]))["k"]["v"] == 3
+    finally:
+        await storage.close()
+
+
+async def test_an_empty_file_is_refused_by_name_and_left_untouched(tmp_path: Path) -> None:
+    """An empty file at SQLITE_PATH (a failed copy, a truncated backup) used to start as an empty store."""
+    path = tmp_path / "bot.sqlite3"
+    path.touch()
+
+    with pytest.raises(StorageError) as caught:
+        await SqliteStorage.open(path)
+
+    message = str(caught.value)
+    assert f"SQLITE_PATH={path} is an empty file (0 bytes)" in message
+    assert "delete the empty file" in message
+    assert "\n" not in message
+    assert path.stat().st_size == 0
+    assert os.listdir(tmp_path) == [path.name]
+
+
+async def test_processes_opening_an_empty_file_at_once_all_refuse_it_and_leave_it_untouched(tmp_path: Path) -> None:
+    """Each opener looks at the file's write lock to tell an empty file from one being created; their looks must not
+    pass for a creator to each other (one of them would then make a database in the operator's empty file)."""
+    path = tmp_path / "bot.sqlite3"
+    path.touch()
+
+    async def worker() -> tuple[int | None, bytes]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.sqlite_worker",
+            str(path),
+            "counter",
+            "1",
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await process.communicate()
+        return process.returncode, err
+
+    results = await asyncio.gather(*(worker() for _ in range(4)))
+
+    for returncode, err in results:
+        assert returncode != 0
+        assert b"is an empty file (0 bytes)" in err
+    assert path.stat().st_size == 0
+    assert os.listdir(tmp_path) == [path.name]
+
+
+async def test_processes_creating_a_new_database_at_once_never_show_it_empty(tmp_path: Path) -> None:
+    """Four processes open a database that does not exist yet, at the same moment, as gunicorn's workers do on a
+    first start. None of them is refused for finding an empty file, the file is never seen with 0 bytes, no
+    update is lost and no temporary file is left behind."""
+    path = tmp_path / "fresh.sqlite3"
+    increments = 20
+    sizes: set[int] = set()
+    watching = threading.Event()
+    watching.set()
+
+    def watch() -> None:
+        while watching.is_set():
+            with contextlib.suppress(FileNotFoundError):
+                sizes.add(path.stat().st_size)
+
+    async def worker() -> int:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.sqlite_worker",
+            str(path),
+            "counter",
+            str(increments),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+        return int(out)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        await asyncio.gather(*(worker() for _ in range(4)))
+    finally:
+        watching.clear()
+        watcher.join()
+
+    assert sizes, "the watcher never saw the file"
+    assert 0 not in sizes
+    storage = await SqliteStorage.open(path)
+    try:
+        assert (await storage.read(["counter"]))["counter"]["count"] == 4 * increments
+    finally:
+        await storage.close()
+    assert set(os.listdir(tmp_path)) <= {path.name, f"{path.name}-wal", f"{path.name}-shm"}
+
+
+async def test_an_operation_given_up_at_its_deadline_is_never_run_later(tmp_path: Path) -> None:
+    """A turn's write queued behind a job that holds the connection (another turn waiting for a lock) fails at the
+    turn's deadline, and does not happen afterwards behind the user's back."""
+    storage = await SqliteStorage.open(tmp_path / "bot.sqlite3")
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        release.wait(5)
+
+    try:
+        held = storage._thread.run(hold)
+        await asyncio.to_thread(started.wait, 5)
+        with storage_deadline(0.05), pytest.raises(StorageError, match=r"write gave no answer within"):
+            await storage.write({"k": {"v": 1}})
+        release.set()
+        await held
+
+        assert await storage.read(["k"]) == {}
+    finally:
+        release.set()
+        await storage.close()
+
+
+async def test_the_busy_timeout_shrinks_to_the_time_left_and_comes_back(tmp_path: Path) -> None:
+    storage = await SqliteStorage.open(tmp_path / "bot.sqlite3")
+
+    async def busy_timeout() -> int:
+        return (await storage._call("probe", sqlite_module._fetch, "PRAGMA busy_timeout", ()))[0][0]
+
+    try:
+        with storage_deadline(60):
+            assert await busy_timeout() == sqlite_module.BUSY_TIMEOUT_MS
+        with storage_deadline(0.5):
+            assert 0 < await busy_timeout() <= 500
+        assert await busy_timeout() == sqlite_module.BUSY_TIMEOUT_MS
+    finally:
+        await storage.close()
+
+
+async def test_answers_go_back_before_a_job_that_may_wait_for_a_lock() -> None:
+    """A read queued in front of a write that waits for another process's lock is answered at once, not when the
+    write is done: a finished operation never waits for someone else's lock."""
+    thread = sqlite_module._ConnectionThread("test")
+    first_started, release_first, waiting, release_waiting = (threading.Event() for _ in range(4))
+
+    def hold(started: threading.Event, release: threading.Event) -> str:
+        started.set()
+        release.wait(5)
+        return "done"
+
+    try:
+        first = thread.run(hold, first_started, release_first)
+        await asyncio.to_thread(first_started.wait, 5)
+        quick = thread.run(str.upper, "quick")
+        slow = thread.run(hold, waiting, release_waiting, may_wait=True)
+        release_first.set()
+        await asyncio.to_thread(waiting.wait, 5)
+
+        assert await asyncio.wait_for(quick, 5) == "QUICK"
+        assert not slow.done()
+        release_waiting.set()
+        assert await slow == "done"
+        assert await first == "done"
+    finally:
+        release_first.set()
+        release_waiting.set()
+        thread.stop()
