@@ -95,6 +95,7 @@ serve: $(VENV)/.runtime
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 test: lint node_modules/.installed $(CHECKOV_VENV)/.installed $(WEBCHAT_JS)
 	$(PY) -m pytest

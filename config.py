@@ -1,93 +1,43 @@
-"""Settings: read once from the environment (and a ``.env`` file), validated, frozen.
+"""The app's settings, read once from the environment (and a ``.env`` file), validated, frozen.
 
-This is the only module that reads settings. It knows the general setting names; each storage backend's own
-variables (``SQLITE_PATH``, ``AZURE_STORAGE_*``, ``COSMOS_*``, ...) are declared with that backend in
-``storage/registry.py``, whose group ``STORAGE`` chooses becomes ``Settings.store``. ``load_settings`` is pure: it
-takes the variables as a mapping and either returns a ``Settings`` or raises one ``ConfigError`` that lists every
-bad value by name, the backend's included.
+This is the only module that reads the environment. ``Settings`` is the engine's ``hosting.HostSettings`` (port,
+credentials, storage, limits: every variable is listed in README's "Settings") plus the bot's own settings, of
+which the sample has none yet. To add one: a field with its default on ``Settings``, and a line in
+``load_settings`` that reads it from ``variables`` (reporting a bad value with ``variables.problem``, so that it
+joins the one ``ConfigError`` that names every bad value).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from storage.registry import BACKENDS, SqliteSettings, StoreSettings, Variables, backend_named
+from hosting import STORAGE_BACKENDS, ConfigError, HostSettings, Variables, read_host_settings
 
-APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-# The Bot Framework public cloud. Sovereign clouds (and tests) set these five by the names Bot Framework apps use
-# in their appsettings; each one left unset keeps its public-cloud value.
-PUBLIC_CLOUD = {
-    "ToBotFromChannelTokenIssuer": "https://api.botframework.com",
-    "ToBotFromChannelOpenIdMetadataUrl": "https://login.botframework.com/v1/.well-known/openidconfiguration",
-    "ToBotFromEmulatorOpenIdMetadataUrl": "https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration",
-    "ToChannelFromBotLoginUrl": "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token",
-    "ToChannelFromBotOAuthScope": "https://api.botframework.com",
-}
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
-
-
-class ConfigError(ValueError):
-    """One or more settings are invalid. The message names each of them."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("invalid settings:\n" + "\n".join(f"  - {problem}" for problem in problems))
+__all__ = ["ConfigError", "Settings", "load_settings", "setting_names", "settings_from_environment"]
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    host: str = "127.0.0.1"
-    port: int = 3978
-    app_id: str = ""
-    app_password: str = field(default="", repr=False)  # secrets stay out of logs and tracebacks
-    app_type: str = "MultiTenant"
-    app_tenant_id: str = ""
-    #: The chosen storage backend's settings (storage/registry.py): its class says which backend it is.
-    store: StoreSettings = field(default_factory=SqliteSettings)
-    log_level: str = "INFO"
-    web_concurrency: int = 2
-    turn_retries: int = 3
-    to_bot_from_channel_token_issuer: str = PUBLIC_CLOUD["ToBotFromChannelTokenIssuer"]
-    to_bot_from_channel_openid_metadata_url: str = PUBLIC_CLOUD["ToBotFromChannelOpenIdMetadataUrl"]
-    to_bot_from_emulator_openid_metadata_url: str = PUBLIC_CLOUD["ToBotFromEmulatorOpenIdMetadataUrl"]
-    to_channel_from_bot_login_url: str = PUBLIC_CLOUD["ToChannelFromBotLoginUrl"]
-    to_channel_from_bot_oauth_scope: str = PUBLIC_CLOUD["ToChannelFromBotOAuthScope"]
-    max_body_bytes: int = 1024 * 1024
-    request_timeout_seconds: float = 15.0
-    #: /readyz checks the store (a write) at most this often per process; calls in between get the last result.
-    ready_check_seconds: float = 5.0
-    conversation_ttl: timedelta | None = timedelta(days=30)
-    user_ttl: timedelta | None = None
-
-    @property
-    def storage(self) -> str:
-        """The ``STORAGE`` value: the name of the chosen backend."""
-        return self.store.name
-
-    @property
-    def auth_enabled(self) -> bool:
-        """Whether requests must carry a Bot Framework token (an app id is configured)."""
-        return bool(self.app_id)
-
-    @property
-    def log_level_number(self) -> int:
-        return logging.getLevelNamesMapping()[self.log_level]
+class Settings(HostSettings):
+    """Everything the app is configured with: the engine's settings (``hosting.HostSettings``) and the bot's."""
 
 
-#: Every STORAGE value, in the order the documentation lists them (the backends are declared in storage/registry.py).
-STORAGE_BACKENDS = tuple(backend.name for backend in BACKENDS)
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """``Settings`` from the variables in ``environ``; ``ConfigError`` lists every invalid one. Pure."""
+    variables = Variables(environ)
+    # The bot's own settings are read here, e.g. greeting = variables.get("GREETING", "Hello"), and passed on:
+    return read_host_settings(variables, Settings)
+
+
+def settings_from_environment(env_file: str | Path = ".env") -> Settings:
+    """Settings from ``os.environ`` layered over ``env_file`` (real environment variables win)."""
+    file_values = {key: value for key, value in dotenv_values(env_file).items() if value is not None}
+    return load_settings({**file_values, **os.environ})
 
 
 def setting_names() -> frozenset[str]:
@@ -104,163 +54,3 @@ def setting_names() -> frozenset[str]:
         with contextlib.suppress(ConfigError):
             load_settings(Recording(STORAGE=name))
     return frozenset(asked)
-
-
-def load_settings(environ: Mapping[str, str]) -> Settings:
-    """Build ``Settings`` from variables, raising ``ConfigError`` that lists every invalid one."""
-    variables = Variables(environ)
-    problems = variables.problems
-    get = variables.get
-    defaults = Settings()
-
-    host = get("HOST", defaults.host)
-
-    port = _whole_number(get, "PORT", defaults.port, 0, 65535, problems)  # 0: any free port
-
-    app_id = get("MicrosoftAppId", "")
-    app_password = get("MicrosoftAppPassword", "")
-    app_tenant_id = get("MicrosoftAppTenantId", "")
-    app_type = get("MicrosoftAppType", defaults.app_type)
-    canonical_types = {name.lower(): name for name in APP_TYPES}
-    if app_type.lower() in canonical_types:
-        app_type = canonical_types[app_type.lower()]
-    else:
-        problems.append(f"MicrosoftAppType={app_type!r} is not one of {', '.join(APP_TYPES)}")
-    if app_password and not app_id:
-        problems.append("MicrosoftAppPassword is set but MicrosoftAppId is empty; set both, or neither for local use")
-    if app_type in ("SingleTenant", "UserAssignedMSI") and app_id and not app_tenant_id:
-        problems.append(f"MicrosoftAppTenantId is required when MicrosoftAppType={app_type}")
-
-    storage = get("STORAGE", defaults.storage).lower()
-    backend = backend_named(storage)
-    store = defaults.store
-    if backend is None:
-        problems.append(f"STORAGE={storage!r} is not one of {', '.join(STORAGE_BACKENDS)}")
-    else:
-        store = backend.read(variables)  # its variables, each bad one added to problems
-
-    web_concurrency = _whole_number(get, "WEB_CONCURRENCY", defaults.web_concurrency, 1, 64, problems)
-    turn_retries = _whole_number(get, "TURN_RETRIES", defaults.turn_retries, 1, 10, problems)
-
-    cloud = {name: get(name, default) for name, default in PUBLIC_CLOUD.items()}
-    for name, value in cloud.items():
-        if name == "ToChannelFromBotOAuthScope":
-            continue
-        problem = url_problem(value)
-        if problem:
-            problems.append(f"{name}={value!r} {problem}")
-    max_body_bytes = _whole_number(get, "MAX_BODY_BYTES", defaults.max_body_bytes, 1024, 64 * 1024 * 1024, problems)
-    request_timeout_seconds = _seconds(
-        get, "REQUEST_TIMEOUT_SECONDS", defaults.request_timeout_seconds, 0.5, 300, problems
-    )
-    ready_check_seconds = _seconds(get, "READY_CHECK_SECONDS", defaults.ready_check_seconds, 0, 300, problems)
-
-    conversation_ttl = _duration(get, "CONVERSATION_TTL", defaults.conversation_ttl, problems)
-    user_ttl = _duration(get, "USER_TTL", defaults.user_ttl, problems)
-    if user_ttl is not None and (conversation_ttl is None or user_ttl < conversation_ttl):
-        problems.append(
-            f"USER_TTL={get('USER_TTL', '')} is shorter than CONVERSATION_TTL={get('CONVERSATION_TTL', '30d')}: "
-            "a user's record holds the list of their conversations that forget and export use, so it must live "
-            "at least as long as they do; raise USER_TTL (or turn it off), or shorten CONVERSATION_TTL"
-        )
-
-    log_level = get("LOG_LEVEL", defaults.log_level).upper()
-    if log_level not in LOG_LEVELS:
-        problems.append(f"LOG_LEVEL={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-
-    if problems:
-        raise ConfigError(problems)
-    return Settings(
-        host=host,
-        port=port,
-        app_id=app_id,
-        app_password=app_password,
-        app_type=app_type,
-        app_tenant_id=app_tenant_id,
-        store=store,
-        log_level=log_level,
-        web_concurrency=web_concurrency,
-        turn_retries=turn_retries,
-        to_bot_from_channel_token_issuer=cloud["ToBotFromChannelTokenIssuer"],
-        to_bot_from_channel_openid_metadata_url=cloud["ToBotFromChannelOpenIdMetadataUrl"],
-        to_bot_from_emulator_openid_metadata_url=cloud["ToBotFromEmulatorOpenIdMetadataUrl"],
-        to_channel_from_bot_login_url=cloud["ToChannelFromBotLoginUrl"],
-        to_channel_from_bot_oauth_scope=cloud["ToChannelFromBotOAuthScope"],
-        max_body_bytes=max_body_bytes,
-        request_timeout_seconds=request_timeout_seconds,
-        ready_check_seconds=ready_check_seconds,
-        conversation_ttl=conversation_ttl,
-        user_ttl=user_ttl,
-    )
-
-
-_DURATION = re.compile(r"(\d+)\s*([dhms])")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-
-
-def _duration(
-    get: Callable[[str, str], str], name: str, default: timedelta | None, problems: list[str]
-) -> timedelta | None:
-    """A time to live such as ``30d``, ``12h``, ``90m`` or ``45s``; ``off`` for never."""
-    text = get(name, "off" if default is None else f"{int(default.total_seconds())}s").lower()
-    if text == "off":
-        return None
-    match = _DURATION.fullmatch(text)
-    if match is None or int(match.group(1)) == 0:
-        problems.append(f"{name}={text!r} is not a duration like 30d, 12h, 90m or 45s (or off)")
-        return default
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be a cloud endpoint: https, or http only on this machine (a local test server)."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return None
-    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
-        return None
-    return "must be an https:// URL (http:// only for localhost)"
-
-
-def worker_count_problem(settings: Settings, workers: int) -> str | None:
-    """Why ``settings`` cannot be served by ``workers`` processes, or None."""
-    if not settings.store.shared_by_processes and workers > 1:
-        return (
-            f"STORAGE={settings.storage} cannot be shared by {workers} worker processes (WEB_CONCURRENCY={workers}): "
-            "each would keep its own copy of every user. Use STORAGE=sqlite, or WEB_CONCURRENCY=1"
-        )
-    return None
-
-
-def _whole_number(
-    get: Callable[[str, str], str], name: str, default: int, lowest: int, highest: int, problems: list[str]
-) -> int:
-    text = get(name, str(default))
-    try:
-        value = int(text)
-    except ValueError:
-        problems.append(f"{name}={text!r} is not a whole number ({lowest}-{highest})")
-        return default
-    if not lowest <= value <= highest:
-        problems.append(f"{name}={value} is out of range ({lowest}-{highest})")
-    return value
-
-
-def _seconds(
-    get: Callable[[str, str], str], name: str, default: float, lowest: float, highest: float, problems: list[str]
-) -> float:
-    text = get(name, f"{default:g}")
-    try:
-        value = float(text)
-    except ValueError:
-        problems.append(f"{name}={text!r} is not a number of seconds ({lowest:g}-{highest:g})")
-        return default
-    if not lowest <= value <= highest:  # also false for nan
-        problems.append(f"{name}={text} is out of range ({lowest:g}-{highest:g})")
-    return value
-
-
-def settings_from_environment(env_file: str | Path = ".env") -> Settings:
-    """Settings from ``os.environ`` layered over ``env_file`` (real environment variables win)."""
-    file_values = {key: value for key, value in dotenv_values(env_file).items() if value is not None}
-    return load_settings({**file_values, **os.environ})

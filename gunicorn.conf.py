@@ -9,8 +9,8 @@ Options given on the command line win over the ones here.
 import logging
 import sys
 
-from bots.serving import gunicorn_keepalive
-from config import ConfigError, settings_from_environment, worker_count_problem
+from config import ConfigError, settings_from_environment
+from hosting import gunicorn_keepalive, worker_count_problem
 
 logger = logging.getLogger("gunicorn.conf")
 
@@ -26,7 +26,7 @@ worker_class = "aiohttp.GunicornWebWorker"
 bind = [f"[{_settings.host}]:{_settings.port}" if ":" in _settings.host else f"{_settings.host}:{_settings.port}"]
 workers = _settings.web_concurrency
 graceful_timeout = 20
-# The aiohttp worker uses this as the time a connection may take to send a request head (see bots/serving.py).
+# The aiohttp worker uses this as the time a connection may take to send a request head (see hosting/serving.py).
 keepalive = gunicorn_keepalive(_settings)
 accesslog = None
 # gunicorn 27 opens a control socket in ~/.gunicorn: two servers on one machine would share it.

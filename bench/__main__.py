@@ -35,7 +35,7 @@ from bench.growth import populate
 from bench.loadgen import RECONNECT_EVERY, Tally, VirtualUser, measure, rss_bytes
 from bench.report import Options, Row, render_markdown, render_text, summarise
 from bench.servers import Server, bench_server, bot_server, gunicorn_server
-from bots.logs import short_id
+from hosting.logs import short_id
 from tests.processes import ROOT
 
 logger = logging.getLogger("bench")

@@ -1,6 +1,6 @@
-"""The bot (what it says) and its adapter (how a turn arrives over HTTP)."""
+"""The bot: what it says (``state_bot``), its commands (``commands``) and what it keeps about a user
+(``user_data``). How a turn reaches it is the engine's business (``hosting``)."""
 
-from .adapter import StateBotAdapter
 from .state_bot import StateBot, create_bot
 
-__all__ = ["StateBot", "StateBotAdapter", "create_bot"]
+__all__ = ["StateBot", "create_bot"]

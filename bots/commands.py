@@ -57,7 +57,7 @@ PENDING_DIALOGS = {
 class CommandTurn:
     """One member's turn as a command sees it: the dialogs, the profile, and the first-contact name question.
 
-    ``dialogs`` holds a stack these dialogs can resume: the bot drops one it cannot (``bots.dialog_stack``) before
+    ``dialogs`` holds a stack these dialogs can resume: the bot drops one it cannot (``hosting.unresumable``) before
     building the turn, so continuing, re-prompting, describing or cancelling it never meets a foreign stack.
     """
 

@@ -1,7 +1,7 @@
 """The conversation: welcome, learn the user's name, echo; commands (``bots.commands``) and their dialogs.
 
 The bot reads and writes only through state property accessors; where the state lives is the storage's
-business, and loading and saving are the turn pipeline's (``bots.pipeline``): the bot never sees a retry.
+business, and loading and saving are the turn pipeline's (``hosting.pipeline``): the bot never sees a retry.
 
 Whose state is whose:
 
@@ -14,7 +14,7 @@ Whose state is whose:
 What is kept about a user across conversations (the index that ``forget`` and ``export`` use) is
 ``bots.user_data``'s business. A turn whose records were written by a newer version of the bot is refused with
 an apology and saves nothing, so such a record is never rewritten down (see README, "Schema versions"). A saved
-dialog stack this code cannot resume (``bots.dialog_stack``) is dropped with an apology before anything runs it.
+dialog stack this code cannot resume (``hosting.dialog_stack``) is dropped with an apology before anything runs it.
 """
 
 from __future__ import annotations
@@ -23,14 +23,7 @@ import logging
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from botbuilder.core import (
-    ActivityHandler,
-    BotState,
-    ConversationState,
-    PrivateConversationState,
-    TurnContext,
-    UserState,
-)
+from botbuilder.core import ActivityHandler, BotState, TurnContext
 from botbuilder.dialogs import DialogSet, DialogState
 from botbuilder.schema import ActivityTypes, ChannelAccount
 
@@ -52,11 +45,9 @@ from dialogs import (
     plain_text,
     question,
 )
-from storage import StateStorage
+from hosting import ConversationState, PrivateConversationState, StateStorage, UserState, hold, unresumable
 
 from .commands import ASK_NAME, HELP_TEXT, CommandTurn, command_of, run_command
-from .dialog_stack import unresumable
-from .pipeline import TurnConversationState, TurnPrivateConversationState, TurnStates, TurnUserState, hold
 from .user_data import Forgotten, RecordReader, UserData
 
 logger = logging.getLogger(__name__)
@@ -173,7 +164,7 @@ class StateBot(ActivityHandler):
             await self._converse(turn_context, data)
 
     async def _drop_unresumable_dialog(self, turn_context: TurnContext) -> bool:
-        """Clear a saved dialog stack these dialogs cannot resume (``bots.dialog_stack``) and apologise; True if so.
+        """Clear a saved dialog stack these dialogs cannot resume (``hosting.dialog_stack``) and apologise; True if so.
 
         Runs before anything continues, re-prompts, describes or cancels the stack, each of which would raise on it.
         Only the stack goes; the profile, the member's other state and the conversation's are left as they are.
@@ -233,9 +224,7 @@ class StateBot(ActivityHandler):
         return await self._user_data.forget(turn_context)
 
 
-def create_bot(storage: StateStorage) -> tuple[StateBot, TurnStates]:
-    """The bot and the states a turn loads and saves for it, all on ``storage``."""
-    bot = StateBot(
-        TurnConversationState(storage), TurnUserState(storage), TurnPrivateConversationState(storage), storage
-    )
-    return bot, TurnStates(storage, bot.states)
+def create_bot(storage: StateStorage) -> tuple[StateBot, tuple[BotState, ...]]:
+    """The bot and the states a turn loads and saves for it, all on ``storage`` (``hosting.BotFactory``)."""
+    bot = StateBot(ConversationState(storage), UserState(storage), PrivateConversationState(storage), storage)
+    return bot, bot.states

@@ -6,17 +6,16 @@ What is stored about a user on a channel:
 * in each conversation, their PrivateConversationState record (a dialog in progress with its draft answers, and
   whether the bot asked their name);
 * in a one-to-one conversation, also the ConversationState record (the message counter), which is theirs alone.
-  A group's counter belongs to the group and is neither exported nor deleted.
-
-* the copies of any of these records that were damaged and moved aside (``storage.damaged_key``).
+  A group's counter belongs to the group and is neither exported nor deleted;
+* the copies of any of these records that were damaged and moved aside (``hosting.damaged_key``).
 
 The index is kept as part of the turn (the same write as the profile), and only once there is something to keep
-(see ``remember_conversation``). ``forget`` deletes every record above with the turn's own write
-(``bots.pipeline.erase_records``), each only if it did not change since ``forget`` read it: if the user meanwhile
-started a conversation elsewhere (which adds it to the index in their record), the turn runs again with the new
-index instead of leaving that conversation's records behind. A dialog in progress in another conversation
-therefore ends: its next turn finds no stack and no draft. ``export`` is bounded (``MAX_EXPORT_BYTES``): past it,
-conversations are listed by id only.
+(see ``remember_conversation``). ``forget`` deletes every record above with the turn's own write (``delete`` on
+the states, ``hosting.delete_with_turn`` for other conversations' records), each only if it did not change since
+``forget`` read it: if the user meanwhile started a conversation elsewhere (which adds it to the index in their
+record), the turn runs again with the new index instead of leaving that conversation's records behind. A dialog
+in progress in another conversation therefore ends: its next turn finds no stack and no draft. ``export`` is
+bounded (``MAX_EXPORT_BYTES``): past it, conversations are listed by id only.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from botbuilder.core import BotState, TurnContext
+from botbuilder.core import TurnContext
 
 from data_models import ConversationIndex, KnownConversation, UserProfile
 from data_models.accessors import (
@@ -36,9 +35,7 @@ from data_models.accessors import (
     ModelProperty,
     newer_properties,
 )
-from storage import codec, damaged_key
-
-from .pipeline import cached_record, erase, erase_records, erased, storage_key_in
+from hosting import ConversationState, PrivateConversationState, UserState, damaged_key, delete_with_turn, plain_json
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +79,9 @@ class UserData:
 
     def __init__(
         self,
-        user_state: BotState,
-        conversation_state: BotState,
-        private_state: BotState,
+        user_state: UserState,
+        conversation_state: ConversationState,
+        private_state: PrivateConversationState,
         profile: ModelProperty[UserProfile],
         read: RecordReader,
     ) -> None:
@@ -100,7 +97,7 @@ class UserData:
         """The properties of this turn's records that a newer version of the bot wrote (never to be rewritten)."""
         found: list[str] = []
         for state in (self._user_state, self._conversation_state, self._private_state):
-            found += newer_properties(cached_record(turn_context, state))
+            found += newer_properties(state.get(turn_context))
         return found
 
     async def remember_conversation(self, turn_context: TurnContext) -> None:
@@ -110,14 +107,14 @@ class UserData:
         answers are theirs). A stranger who only said hello is not given a user record for it: the counter and
         the "asked for your name" flag of such a conversation hold nothing the user gave, and expire.
         """
-        if erased(turn_context, self._user_state):
+        if self._user_state.is_deleted(turn_context):
             return
         conversation = turn_context.activity.conversation
         index = await self._index.get(turn_context)
         if conversation.id in index:
             return
         has_profile = not (await self._profile.get(turn_context)).is_empty
-        dialog = cached_record(turn_context, self._private_state).get(DIALOG_STATE_PROPERTY)
+        dialog = self._private_state.get(turn_context).get(DIALOG_STATE_PROPERTY)
         in_dialog = bool(getattr(dialog, "dialog_stack", None))
         if has_profile or in_dialog:
             entry = KnownConversation(conversation.id, bool(conversation.is_group))
@@ -127,9 +124,9 @@ class UserData:
         """Mark every record about the user on this channel for deletion by the turn's write.
 
         Other conversations' records are read first, and each is deleted only if it is still what was read (one
-        that was absent: whatever is there by then); the turn's own records likewise (``erase``). A record that
-        cannot be decoded makes the read fail: the pipeline moves it aside and runs the turn again, which then
-        deletes the damaged copy with the rest.
+        that was absent: whatever is there by then); the turn's own records likewise (the states' ``delete``). A
+        record that cannot be decoded makes the read fail: the pipeline moves it aside and runs the turn again,
+        which then deletes the damaged copy with the rest.
         """
         profile = not (await self._profile.get(turn_context)).is_empty
         conversations = await self._conversations(turn_context)
@@ -144,12 +141,12 @@ class UserData:
         records = await self._read.read(others) if others else {}
         own = self._own_keys(turn_context)
         damaged = await self._read.read_damaged([*own, *others])
-        erase(turn_context, self._user_state)
-        erase(turn_context, self._private_state)
+        await self._user_state.delete(turn_context)
+        await self._private_state.delete(turn_context)
         if not turn_context.activity.conversation.is_group:
-            erase(turn_context, self._conversation_state)
-        erase_records(turn_context, {key: (records.get(key) or {}).get("e_tag") or "*" for key in others})
-        erase_records(turn_context, {damaged_key(key): "*" for key in damaged})
+            await self._conversation_state.delete(turn_context)
+        delete_with_turn(turn_context, {key: (records.get(key) or {}).get("e_tag") or "*" for key in others})
+        delete_with_turn(turn_context, {damaged_key(key): "*" for key in damaged})
         logger.debug("erasing a user's records in %d conversations", len(conversations))
         return Forgotten(profile, len(conversations), len(damaged))
 
@@ -166,8 +163,8 @@ class UserData:
         listed = []
         for entry in conversations:
             if entry.id == current:
-                mine = cached_record(turn_context, self._private_state)
-                shared = cached_record(turn_context, self._conversation_state)
+                mine = self._private_state.get(turn_context)
+                shared = self._conversation_state.get(turn_context)
             else:
                 private_key, conversation_key = keys[entry.id]
                 mine = records.get(private_key) or {}
@@ -183,7 +180,7 @@ class UserData:
             listed.append(item)
         user_record = {
             key: value
-            for key, value in cached_record(turn_context, self._user_state).items()
+            for key, value in self._user_state.get(turn_context).items()
             if key != CONVERSATION_INDEX_PROPERTY
         }
         kinds = dict(zip(own, _DAMAGED_LABELS, strict=False))
@@ -214,10 +211,10 @@ class UserData:
 
     def _keys_in(self, turn_context: TurnContext, entry: KnownConversation) -> tuple[str, str | None]:
         """The user's record in a conversation, and the conversation's own record when it is one-to-one."""
-        private_key = storage_key_in(self._private_state, turn_context, entry.id, group=entry.group)
+        private_key = self._private_state.key_in(turn_context, entry.id)
         if entry.group:
             return private_key, None
-        return private_key, storage_key_in(self._conversation_state, turn_context, entry.id)
+        return private_key, self._conversation_state.key_in(turn_context, entry.id)
 
     async def _conversations(self, turn_context: TurnContext) -> list[KnownConversation]:
         """The indexed conversations, and this one (it holds at least this turn's state) first."""
@@ -236,4 +233,4 @@ def _as_plain_json(record: dict[str, Any] | None) -> dict[str, Any]:
     if not record:
         return {}
     document = {key: value for key, value in record.items() if key not in _STORE_FIELDS}
-    return json.loads(codec.dumps(document))
+    return plain_json(document)

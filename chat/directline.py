@@ -37,7 +37,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bots.http import RequestError, error_response
+from hosting.http import RequestError, error_response
 
 logger = logging.getLogger(__name__)
 

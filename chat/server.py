@@ -13,8 +13,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from app import MESSAGES_PATH, bind, create_app, serve, startup_settings
-from config import Settings
+from app import create_app
+from config import ConfigError, Settings, settings_from_environment
+from hosting.server import MESSAGES_PATH, bind, configure_logging, refuse_to_start, serve
 
 from .directline import DirectLine
 
@@ -79,9 +80,11 @@ async def create_chat_app(settings: Settings, directline: DirectLine, webchat_js
 
 def main() -> int:
     """Run the chat server; log the page's URL (the real port when ``PORT=0``)."""
-    settings = startup_settings()
-    if settings is None:
-        return 2
+    try:
+        settings = settings_from_environment()
+    except ConfigError as err:
+        return refuse_to_start(err)
+    configure_logging(settings)
     try:
         settings = local_settings(settings)
     except ChatError as err:

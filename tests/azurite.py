@@ -39,7 +39,7 @@ import pytest
 from aiohttp import web
 
 from config import Settings, load_settings
-from storage import StateStorage
+from hosting.storage import StateStorage
 from tests.processes import ROOT, free_port
 
 logger = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ def scratch_settings(server: Azurite, storage: str) -> Settings:
 
 async def open_scratch_blob_storage(server: Azurite) -> StateStorage:
     """A BlobStorage on a new, empty container, opened the way the app opens it, failing fast."""
-    from storage.blob import open_blob_storage
+    from hosting.storage.blob import open_blob_storage
 
     server.ensure_running()
     return await open_blob_storage(scratch_settings(server, "blob").store, **FAST_FAIL_CLIENT_OPTIONS)
@@ -258,7 +258,7 @@ async def open_scratch_blob_storage(server: Azurite) -> StateStorage:
 
 async def open_scratch_table_storage(server: Azurite) -> StateStorage:
     """A TableStorage on a new, empty table, opened the way the app opens it, failing fast."""
-    from storage.table import open_table_storage
+    from hosting.storage.table import open_table_storage
 
     server.ensure_running()
     return await open_table_storage(scratch_settings(server, "table").store, **FAST_FAIL_CLIENT_OPTIONS)

@@ -2,7 +2,7 @@
 
 Each factory receives the pytest ``request`` (to pull in service fixtures such as Azurite lazily, so a run that
 selects only ``memory`` starts nothing) and a private temporary folder. Every backend declared in
-``storage/registry.py`` needs a factory here (tests/test_config.py checks it); factories for extra targets of a
+``hosting/storage/registry.py`` needs a factory here (tests/test_config.py checks it); factories for extra targets of a
 backend (``cosmos-real``) may be added too.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import MemoryStateStorage, SqliteStorage, StateStorage
+from hosting.storage import MemoryStateStorage, SqliteStorage, StateStorage
 
 BackendFactory = Callable[[pytest.FixtureRequest, Path], Awaitable[StateStorage]]
 
@@ -80,7 +80,7 @@ async def _upsert_raw(storage: StateStorage, key: str, text: str) -> None:
 async def _cosmos_raw(storage: StateStorage, key: str, text: str) -> None:
     import json
 
-    from storage.keys import escape_cosmos_key
+    from hosting.storage.keys import escape_cosmos_key
 
     try:
         document: object = json.loads(text)
@@ -120,7 +120,7 @@ async def _sqlite_kept(storage: StateStorage, key: str) -> object:
 async def _blob_kept(storage: StateStorage, key: str) -> object:
     from azure.core.exceptions import ResourceNotFoundError
 
-    from storage.keys import escape_blob_name
+    from hosting.storage.keys import escape_blob_name
 
     try:
         download = await storage._container.download_blob(escape_blob_name(key))  # type: ignore[attr-defined]
@@ -132,8 +132,8 @@ async def _blob_kept(storage: StateStorage, key: str) -> object:
 async def _table_kept(storage: StateStorage, key: str) -> object:
     from azure.core.exceptions import ResourceNotFoundError
 
-    from storage.keys import escape_table_key
-    from storage.table import ROW_KEY
+    from hosting.storage.keys import escape_table_key
+    from hosting.storage.table import ROW_KEY
 
     try:
         entity = await storage._table.get_entity(escape_table_key(key), ROW_KEY)  # type: ignore[attr-defined]
@@ -145,7 +145,7 @@ async def _table_kept(storage: StateStorage, key: str) -> object:
 async def _cosmos_kept(storage: StateStorage, key: str) -> object:
     from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-    from storage.keys import escape_cosmos_key
+    from hosting.storage.keys import escape_cosmos_key
 
     item_id = escape_cosmos_key(key)
     try:
@@ -186,8 +186,8 @@ async def plant_bytes(storage: StateStorage, key: str, document: bytes) -> None:
                 (key, document),
             )
     elif storage.name == "blob":
-        from storage.blob import _envelope
-        from storage.keys import escape_blob_name
+        from hosting.storage.blob import _envelope
+        from hosting.storage.keys import escape_blob_name
 
         name = escape_blob_name(key)
         head, tail = _envelope(name, key, "\x00").split(b"\x00")

@@ -9,7 +9,7 @@ import pytest_asyncio
 
 from app import create_app
 from config import Settings, load_settings
-from storage import StateStorage
+from hosting.storage import StateStorage
 from tests.azurite import azurite  # noqa: F401 - session fixture for the blob and table backends
 from tests.backends import BACKENDS
 from tests.channel import Conversation, FakeChannel, serving

@@ -41,8 +41,8 @@ from urllib.parse import urlsplit
 import pytest
 from azure.core.exceptions import AzureError
 
-from storage.cosmos import CosmosStorage
-from storage.registry import CosmosSettings
+from hosting.storage.cosmos import CosmosStorage
+from hosting.storage.registry import CosmosSettings
 from tests.processes import ROOT
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from botbuilder.core.adapters import TestAdapter
 from botbuilder.schema import Activity, ActivityTypes, ChannelAccount, ConversationAccount
 
 from bots import create_bot
-from storage import StateStorage
+from hosting.states import TurnStates
+from hosting.storage import StateStorage
 
 BOT = ChannelAccount(id="bot", name="Bot")
 
@@ -34,7 +35,8 @@ class BotHarness:
         self.user_id = user_id
         self.conversation_id = conversation_id
         self.channel_id = channel_id
-        self.bot, self.states = create_bot(storage)
+        self.bot, states = create_bot(storage)
+        self.states = TurnStates(storage, states)
         self.adapter = TestAdapter(
             self._turn,
             Activity(

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from storage import StateStorage
+from hosting.storage import StateStorage
 
 Scanner = Callable[[StateStorage], Awaitable[list[str]]]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from storage import ETagConflictError, SqliteStorage
+from hosting.storage import ETagConflictError, SqliteStorage
 
 
 async def increment(path: str, key: str, times: int) -> int:

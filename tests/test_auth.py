@@ -23,16 +23,17 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from app import RUNTIME, create_app
-from bots.auth import (
+from app import create_app
+from config import Settings, load_settings
+from hosting.auth import (
     KEY_REFRESH_INTERVAL,
     MAX_KID_CHARS,
     MAX_REMEMBERED_KIDS,
     AuthenticationError,
     BotAuthentication,
 )
-from bots.auth import KeySet as Keys
-from config import Settings, load_settings
+from hosting.auth import KeySet as Keys
+from hosting.server import RUNTIME
 from tests.channel import BOT_ID, FakeChannel
 from tests.identity import (
     APP_ID,
@@ -240,7 +241,7 @@ async def test_forged_tokens_are_a_quick_401_with_one_log_line(
     valid = sign(channel_claims(SERVICE_URL), CHANNEL_KEY)
     assert (await post(http, bot.url, activity(user="warm", conversation="warm"), bearer(valid)))[0] == 200
     caplog.clear()
-    caplog.set_level(logging.INFO, logger="bots")
+    caplog.set_level(logging.INFO, logger="hosting")
 
     status, body, headers = await post(http, bot.url, activity(user="mallory", conversation="m"), FORGERIES[forgery]())
 
@@ -248,7 +249,7 @@ async def test_forged_tokens_are_a_quick_401_with_one_log_line(
     assert body["error"]["code"] == "unauthorized"
     assert headers.get("WWW-Authenticate") == "Bearer"
     assert "Traceback" not in json.dumps(body)
-    auth_lines = [record for record in caplog.records if record.name == "bots.auth"]
+    auth_lines = [record for record in caplog.records if record.name == "hosting.auth"]
     assert len(auth_lines) == 1, [record.getMessage() for record in auth_lines]
     assert auth_lines[0].exc_info is None
     assert not any(record.exc_info for record in caplog.records)

@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from app import READINESS, create_app
+from app import create_app
+from hosting.server import READINESS
 from tests.azurite import Azurite, require_node, scratch_settings
 from tests.channel import Conversation, FakeChannel
 

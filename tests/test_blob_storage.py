@@ -1,4 +1,4 @@
-"""Wire-level behaviour of the blob backend (storage/blob.py) that the contract suite cannot see.
+"""Wire-level behaviour of the blob backend (hosting/storage/blob.py) that the contract suite cannot see.
 
 Most tests run against Azurite (tests/azurite.py). Service failures Azurite cannot produce (500, 403) come from
 ``FakeEndpoint``, a fake endpoint that answers every request with one status; it is not Azure.
@@ -16,10 +16,10 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob.aio import ContainerClient
 
-from storage import CorruptRecordError, ETagConflictError, StorageError
-from storage.blob import BlobStorage, open_blob_storage
-from storage.keys import escape_blob_name
-from storage.registry import BlobSettings
+from hosting.storage import CorruptRecordError, ETagConflictError, StorageError
+from hosting.storage.blob import BlobStorage, open_blob_storage
+from hosting.storage.keys import escape_blob_name
+from hosting.storage.registry import BlobSettings
 from tests import azurite as azurite_module
 from tests.azurite import (
     ACCOUNT_KEY,
@@ -217,7 +217,7 @@ async def test_the_account_url_path_closes_its_credential_when_opening_fails(
     monkeypatch: pytest.MonkeyPatch, scheme: str
 ) -> None:
     credential = _FakeCredential()
-    monkeypatch.setattr("storage._azure.open_credential", lambda: credential)
+    monkeypatch.setattr("hosting.storage._azure.open_credential", lambda: credential)
     async with FakeEndpoint(500) as fake:
         # http: the SDK refuses a token over plain HTTP; https: the fake endpoint speaks no TLS.
         url = f"{scheme}://127.0.0.1:{fake.port}/devstoreaccount1"

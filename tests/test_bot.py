@@ -8,7 +8,7 @@ import pytest
 from botbuilder.schema import Activity
 
 from bots.commands import COMMANDS
-from storage import MemoryStateStorage
+from hosting.storage import MemoryStateStorage
 from tests.harness import BOT, BotHarness
 
 

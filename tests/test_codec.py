@@ -1,4 +1,4 @@
-"""storage/codec.py on its own: what valid state is stored as (byte for byte), and that reading anything else
+"""hosting/storage/codec.py on its own: what valid state is stored as (byte for byte), and that reading anything else
 either gives state this code can use and store again, or raises ``ValueError``, never another exception."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from botbuilder.dialogs.choices import Choice, ListStyle
 from botbuilder.dialogs.prompts import PromptOptions
 from botbuilder.schema import Activity, CardAction, SuggestedActions
 
-from storage import codec
-from storage.codec import MAX_DEPTH, StateEncodingError
+from hosting.storage import codec
+from hosting.storage.codec import MAX_DEPTH, StateEncodingError
 
 
 def state() -> dict[str, Any]:

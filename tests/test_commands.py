@@ -15,7 +15,7 @@ from botbuilder.dialogs import DialogState
 from botbuilder.schema import Activity, ChannelAccount, InputHints
 
 from bots.commands import COMMANDS, HELP_TEXT
-from storage import MemoryStateStorage
+from hosting.storage import MemoryStateStorage
 from tests.harness import BOT, BotHarness
 
 NAME_QUESTION = "name question"

@@ -3,7 +3,7 @@
 Real gunicorn (``gunicorn.conf.py``, the command ``make serve`` and App Service run) with 2 and 4 aiohttp
 workers on one sqlite file, and 2 workers on Azure Blob storage (Azurite). Messages are sent all at once, so
 turns of one conversation race across processes; the e_tag checks, the retries and the shared turn lock of
-``bots.pipeline`` must serialise them.
+``hosting.pipeline`` must serialise them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from storage import build_storage
+from hosting.storage import build_storage
 from tests.azurite import scratch_environment
 from tests.channel import Conversation, FakeChannel, Reply
 from tests.processes import GunicornProcess
@@ -66,7 +66,7 @@ async def _hot_conversation(conversation: Conversation, server: GunicornProcess)
     numbers = sorted(int(NUMBER.search(text).group(1)) for text in echoes)
     assert numbers == list(range(numbers[0], numbers[0] + MESSAGES))
     key = f"{conversation.channel_id}/conversations/{conversation.conversation_id}"
-    store = await build_storage(server.settings)
+    store = await build_storage(server.settings.store)
     try:
         stored = (await store.read([key]))[key]
     finally:
@@ -107,7 +107,7 @@ async def test_one_user_naming_themselves_in_ten_conversations_at_once(
         assert {answer.status for answer in answers} == {200}
         thanked = {i for i, answer in enumerate(answers) if f"Thanks, Name {i}!" in answer.text}
         assert thanked, [answer.text for answer in answers]
-        store = await build_storage(server.settings)
+        store = await build_storage(server.settings.store)
         try:
             stored = await store.read(["emulator/users/the-user"])
         finally:

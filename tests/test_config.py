@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, Settings, load_settings, setting_names, settings_from_environment, worker_count_problem
-from storage.registry import BACKENDS, CosmosSettings, SqliteSettings, backend_named
+from config import ConfigError, Settings, load_settings, setting_names, settings_from_environment
+from hosting import worker_count_problem
+from hosting.storage.registry import BACKENDS, CosmosSettings, SqliteSettings, backend_named
 from tests.backends import BACKENDS as CONTRACT_FACTORIES
 from tests.processes import ROOT
 
@@ -191,8 +192,8 @@ def test_times_to_live_are_durations_or_off() -> None:
 
 
 def test_every_registered_backend_is_in_the_contract_suite() -> None:
-    """Adding a backend: its declaration in storage/registry.py, and a factory in tests/backends.py so the contract
-    suite covers it."""
+    """Adding a backend: its declaration in hosting/storage/registry.py, and a factory in tests/backends.py so the
+    contract suite covers it."""
     names = [backend.name for backend in BACKENDS]
 
     assert len(names) == len(set(names)), "two backends answer to one STORAGE value"

@@ -30,9 +30,9 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
-from storage import CorruptRecordError, ETagConflictError, RecordTooLargeError, StorageError
-from storage.cosmos import MAX_ITEM_BYTES, CosmosStorage, UnsafeNumberError
-from storage.keys import escape_cosmos_key
+from hosting.storage import CorruptRecordError, ETagConflictError, RecordTooLargeError, StorageError
+from hosting.storage.cosmos import MAX_ITEM_BYTES, CosmosStorage, UnsafeNumberError
+from hosting.storage.keys import escape_cosmos_key
 from tests.cosmos_server import (
     LOCAL_CLIENT_OPTIONS,
     TEST_KEY,

@@ -32,10 +32,10 @@ import pytest
 
 from app import create_app
 from bots import create_bot
-from bots.pipeline import BOT_ERROR_TEXT, DAMAGED_TEXT, UNREADABLE_TEXT
 from bots.state_bot import LOST_TRACK_TEXT
 from config import load_settings
-from storage import StateStorage
+from hosting.pipeline import BOT_ERROR_TEXT, DAMAGED_TEXT, UNREADABLE_TEXT
+from hosting.storage import StateStorage
 from tests.backends import kept, plant_bytes, plant_raw
 from tests.channel import Conversation, FakeChannel, Reply, serving
 
@@ -46,7 +46,7 @@ class Handling(enum.Enum):
     TOLERATED = "read tolerantly"
 
 
-# -- the stored shapes, built from the tagged JSON storage/codec.py writes --------------------------------------
+# -- the stored shapes, built from the tagged JSON hosting/storage/codec.py writes ------------------------------------
 
 
 def activity(text: str) -> dict[str, Any]:

@@ -94,7 +94,7 @@ async def test_the_template_startup_command_serves_a_turn_logs_at_log_level_and_
     app_loggers = {name for level, name in APP_LOG_LINE.findall(output) if level in ("DEBUG", "INFO")}
     if log_level == "DEBUG":
         assert "DEBUG" in levels, output
-        assert "app" in app_loggers, output  # the app's own INFO lines ("state storage: ...")
+        assert "hosting.server" in app_loggers, output  # the app's own INFO lines ("state storage: ...")
     else:
         assert "WARNING" in levels, output  # the app does log (HOST=0.0.0.0 without an app id is a warning)
         assert levels <= {"WARNING", "ERROR", "CRITICAL"}, output

@@ -23,7 +23,7 @@ import pytest
 
 from config import STORAGE_BACKENDS, ConfigError, load_settings
 from deploymentTemplates.generate import expected_text
-from storage.registry import BlobSettings, CosmosSettings, TableSettings
+from hosting.storage.registry import BlobSettings, CosmosSettings, TableSettings
 from tests.arm import (
     TEMPLATES,
     ArmSchemas,

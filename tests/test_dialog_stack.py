@@ -1,4 +1,4 @@
-"""bots/dialog_stack.py: which saved dialog stacks the registered dialogs can resume, checked before running them.
+"""hosting/dialog_stack.py: which saved dialog stacks the registered dialogs can resume, checked before running them.
 
 A stack wrongly called unresumable would end a user's dialog for nothing, so every stack the bot's own dialogs
 save along the way is checked too; the commands that continue, re-prompt, describe or cancel a dialog are
@@ -16,9 +16,9 @@ from botbuilder.dialogs.prompts import ActivityPrompt, PromptOptions
 
 from bots import create_bot
 from bots.commands import COMMANDS, EXPORT_TEXT
-from bots.dialog_stack import unresumable
 from bots.state_bot import LOST_TRACK_TEXT
-from storage import MemoryStateStorage
+from hosting.dialog_stack import unresumable
+from hosting.storage import MemoryStateStorage
 from tests.harness import BotHarness
 
 

@@ -19,8 +19,8 @@ import pytest
 
 from app import create_app
 from config import ConfigError, load_settings
-from storage import MemoryStateStorage
-from storage.base import EXPIRES_AT, ExpiryPolicy
+from hosting.storage import MemoryStateStorage
+from hosting.storage.base import EXPIRES_AT, ExpiryPolicy
 from tests.channel import Conversation, FakeChannel, serving
 from tests.harness import BotHarness
 from tests.test_storage_contract import Clock

@@ -83,12 +83,12 @@ async def test_the_readme_curl_example_works_as_written(tmp_path: Path) -> None:
 
     assert exit_code == 0
     lines = [match.groupdict() for line in bot.log_path.read_text().splitlines() if (match := LOG_LINE.match(line))]
-    turn_lines = [line for line in lines if line["logger"] == "bots.adapter"]
+    turn_lines = [line for line in lines if line["logger"] == "hosting.adapter"]
     assert [(line["level"], line["message"].split(":")[0]) for line in turn_lines] == [
         ("INFO", "turn conversationUpdate@curl/curl-1"),
         ("INFO", "turn message@curl/curl-1"),
     ]
-    assert all(line["logger"] in ("__main__", "app", "bots.adapter") for line in lines), lines
+    assert all(line["logger"] in ("hosting.server", "hosting.adapter") for line in lines), lines
     assert "hello" not in bot.log_path.read_text().lower()
 
 

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from app import create_app
-from bots.http import MAX_ATTACHMENTS, MAX_DEPTH, MAX_ID_LENGTH, MAX_MEMBERS, service_url_problem
 from config import Settings, load_settings
+from hosting.http import MAX_ATTACHMENTS, MAX_DEPTH, MAX_ID_LENGTH, MAX_MEMBERS, service_url_problem
 from tests.channel import BOT_ID, Conversation, FakeChannel
 
 LOCAL = "http://127.0.0.1:9/"

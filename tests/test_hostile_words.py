@@ -13,7 +13,7 @@ from botbuilder.schema import Activity, ChannelAccount
 
 from dialogs.forget_dialog import CLEAR_YES, KEPT_TEXT, NO_BUTTON, UNCLEAR_ANSWERS, UNCLEAR_TEXT, YES_BUTTON
 from dialogs.prompts import MAX_ANSWER_CHARS, find_choice, normalized
-from storage import MemoryStateStorage
+from hosting.storage import MemoryStateStorage
 from tests.harness import BOT, BotHarness
 
 FORGOTTEN = "forgotten everything"

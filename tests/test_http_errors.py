@@ -12,12 +12,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from botbuilder.core import BotState
 
-from app import RUNTIME, create_app
+from app import create_app
 from bots import StateBot
-from bots.pipeline import TurnConversationState, TurnPrivateConversationState, TurnStates, TurnUserState
 from config import Settings, load_settings
-from storage import StateStorage
+from hosting import ConversationState, PrivateConversationState, StateStorage, UserState
+from hosting.server import RUNTIME
 from tests.channel import Conversation, FakeChannel, serving
 
 
@@ -208,11 +209,9 @@ async def test_a_bug_in_a_turn_is_apologised_for_and_nothing_is_saved(
         def _echo(*args: object) -> str:
             raise RuntimeError("the echo is broken")
 
-    def broken_bot(storage: StateStorage) -> tuple[StateBot, TurnStates]:
-        bot = BrokenEcho(
-            TurnConversationState(storage), TurnUserState(storage), TurnPrivateConversationState(storage), storage.read
-        )
-        return bot, TurnStates(storage, bot.states)
+    def broken_bot(storage: StateStorage) -> tuple[StateBot, tuple[BotState, ...]]:
+        bot = BrokenEcho(ConversationState(storage), UserState(storage), PrivateConversationState(storage), storage)
+        return bot, bot.states
 
     app = await create_app(settings, bot_factory=broken_bot)
     async with serving(app) as url:

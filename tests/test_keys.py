@@ -1,4 +1,4 @@
-"""The key escaping shared by the blob, table and Cosmos backends (storage/keys.py). Pure functions, no I/O."""
+"""The key escaping shared by the blob, table and Cosmos backends (hosting/storage/keys.py). Pure functions, no I/O."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from storage.keys import (
+from hosting.storage.keys import (
     BLOB_NAME_MAX_SEGMENTS,
     BLOB_NAME_MAX_UNITS,
     COSMOS_ID_MAX_UNITS,

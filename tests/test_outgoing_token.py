@@ -18,8 +18,8 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from bots.auth import BotAuthentication, OutgoingTokenError
 from config import Settings, load_settings
+from hosting.auth import BotAuthentication, OutgoingTokenError
 from tests.identity import APP_ID, APP_PASSWORD, TENANT_ID, LoginServer
 from tests.processes import free_port
 

@@ -12,9 +12,9 @@ import pytest
 
 from app import create_app
 from bots import create_bot
-from bots.pipeline import BUSY_TEXT, OUTAGE_TEXT, ConversationLocks, TurnOutcome
 from config import Settings, load_settings
-from storage import ETagConflictError, MemoryStateStorage, StorageError
+from hosting.pipeline import BUSY_TEXT, OUTAGE_TEXT, ConversationLocks, TurnOutcome
+from hosting.storage import ETagConflictError, MemoryStateStorage, StorageError
 from tests.channel import Conversation, FakeChannel, serving
 from tests.harness import BotHarness
 from tests.processes import sqlite_write_lock_held

@@ -78,7 +78,7 @@ AZURE_SDKS = ("azure.storage", "azure.data", "azure.cosmos", "azure.identity")
 
 
 async def test_a_bot_on_sqlite_never_imports_an_azure_sdk(tmp_path: Path):
-    """Each backend's module (and SDK) is imported by its opener only (storage/registry.py). A bot on sqlite, up
+    """Each backend's module (and SDK) is imported by its opener only (hosting/storage/registry.py). A bot on sqlite, up
     and answering (so its store is open), has imported none of the Azure SDKs. (``azure.core`` comes with msrest,
     which botbuilder needs, so it does not count.)"""
     bot = ImportTimedBot(tmp_path / "bot.log", STORAGE="sqlite", SQLITE_PATH=str(tmp_path / "bot.sqlite3"))
@@ -86,7 +86,8 @@ async def test_a_bot_on_sqlite_never_imports_an_azure_sdk(tmp_path: Path):
     assert await bot.stop() == 0
 
     imported = IMPORTED.findall(bot.log_path.read_text())
-    assert {"config", "storage.registry", "storage.sqlite", "botbuilder.core"} <= set(imported)  # the log is complete
+    # the log is complete:
+    assert {"config", "hosting.storage.registry", "hosting.storage.sqlite", "botbuilder.core"} <= set(imported)
     assert [name for name in imported if name.startswith(AZURE_SDKS)] == []
 
 

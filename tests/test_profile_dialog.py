@@ -6,7 +6,7 @@ import pytest
 from botbuilder.schema import Attachment
 
 from data_models import Picture
-from storage import MemoryStateStorage
+from hosting.storage import MemoryStateStorage
 from tests.harness import BotHarness
 
 PNG = Attachment(content_type="image/png", content_url="https://files.invalid/me.png", name="me.png")

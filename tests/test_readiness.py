@@ -35,10 +35,11 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from app import HEARTBEAT_PREFIX, READINESS, create_app
-from bots.pipeline import OUTAGE_TEXT
+from app import create_app
 from config import Settings, load_settings
-from storage import SqliteStorage
+from hosting.pipeline import OUTAGE_TEXT
+from hosting.server import HEARTBEAT_PREFIX, READINESS
+from hosting.storage import SqliteStorage
 from tests.channel import Conversation, FakeChannel, serving
 from tests.processes import ROOT, URL_LINE, bot_environment
 
@@ -191,7 +192,7 @@ async def test_a_store_damaged_while_the_bot_runs_turns_readyz_503(
         db.execute(f"PRAGMA schema_version = {version + 1}")
         db.commit()
 
-    caplog.set_level(logging.WARNING, "app")
+    caplog.set_level(logging.WARNING, "hosting.server")
     status, body = await _ready(http, base)
     assert status == 503
     assert body == {"status": "unavailable", "storage": "sqlite", "reason": "storage_error"}
@@ -255,7 +256,7 @@ async def test_a_failing_readyz_shows_no_internals_and_logs_one_warning_per_inte
 ) -> None:
     """The 503 body carries a reason code only; the path and SQLite's message go to the log, once per
     ``log_interval`` with the count of the failures in between, and recovery is logged once."""
-    caplog.set_level(logging.INFO, "app")
+    caplog.set_level(logging.INFO, "hosting.server")
     app = await create_app(settings)
     aside = settings.store.path.with_name("aside.sqlite3")
     async with serving(app) as url:

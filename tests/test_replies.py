@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from bots import replies
+from hosting import replies
 from tests.channel import Conversation, FakeChannel
 from tests.processes import free_port
 

@@ -17,7 +17,7 @@ from bots.state_bot import NEWER_RECORD_TEXT
 from data_models import UserProfile
 from data_models.migrations import MIGRATIONS, upgrade, v0_to_v1
 from data_models.user_profile import SCHEMA_VERSION as PROFILE_VERSION
-from storage import MemoryStateStorage, StateStorage, codec
+from hosting.storage import MemoryStateStorage, StateStorage, codec
 from tests.harness import BotHarness
 
 # --- a record newer than the code --------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The places where our code leans on botbuilder's internals, pinned so that an SDK upgrade fails here first.
 
-bots/pipeline.py fills BotState's per-turn cache itself (one storage read for every state) and detects changes
-with its own CachedBotState subclass; storage/codec.py encodes the dialog objects the SDK keeps in state;
-bots/dialog_stack.py checks a saved stack against what the SDK's dialogs read of it. All were written for
+hosting/pipeline.py fills BotState's per-turn cache itself (one storage read for every state) and detects changes
+with its own CachedBotState subclass; hosting/storage/codec.py encodes the dialog objects the SDK keeps in state;
+hosting/dialog_stack.py checks a saved stack against what the SDK's dialogs read of it. All were written for
 botbuilder 4.17.1 and msrest 0.7.1. If one of these tests fails after an upgrade, re-read the
 SDK code it names before changing the test.
 """
@@ -18,8 +18,9 @@ from botbuilder.dialogs import ComponentDialog, DialogSet, WaterfallDialog
 from botbuilder.dialogs.prompts import Prompt
 from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
 
-from bots.pipeline import TurnConversationState, TurnPrivateConversationState, TurnUserState, _cache_key
-from storage import MemoryStateStorage
+from hosting import states
+from hosting.states import _cache_key
+from hosting.storage import MemoryStateStorage
 
 WRITTEN_FOR = {"botbuilder-core": "4.17.1", "botbuilder-dialogs": "4.17.1", "msrest": "0.7.1"}
 
@@ -39,14 +40,18 @@ def test_bot_state_keeps_its_turn_cache_where_the_pipeline_puts_it() -> None:
             from_property=ChannelAccount(id="u"),
         ),
     )
-    for state in (TurnUserState(storage), TurnConversationState(storage), TurnPrivateConversationState(storage)):
+    for state in (
+        states.UserState(storage),
+        states.ConversationState(storage),
+        states.PrivateConversationState(storage),
+    ):
         cached = CachedBotState({"x": 1})
         context.turn_state[_cache_key(state)] = cached
         assert state.get_cached_state(context) is cached
 
 
 def test_the_sdk_load_still_rereads_an_empty_cached_record() -> None:
-    """Why ``_LoadedByThePipeline`` exists: if the SDK stops re-reading empty records, the override can go."""
+    """Why ``hosting.states`` overrides ``load``: if the SDK stops re-reading empty records, the override can go."""
     source = inspect.getsource(BotState.load)
     assert "not cached_state.state" in source
 
@@ -69,7 +74,7 @@ def test_the_three_states_keep_their_storage_keys() -> None:
 
 
 def test_waterfalls_and_components_keep_their_dialogs_where_the_stack_check_looks() -> None:
-    """bots/dialog_stack.py counts a waterfall's ``_steps`` and looks inner ids up in a component's ``_dialogs``."""
+    """hosting/dialog_stack.py counts a waterfall's ``_steps`` and looks inner ids up in a component's ``_dialogs``."""
 
     async def step(_: object) -> None:
         return None
@@ -84,7 +89,7 @@ def test_waterfalls_and_components_keep_their_dialogs_where_the_stack_check_look
 
 
 def test_the_sdk_still_reads_the_frame_state_the_stack_check_validates() -> None:
-    """If these reads move or change, re-read the SDK and bots/dialog_stack.py together."""
+    """If these reads move or change, re-read the SDK and hosting/dialog_stack.py together."""
     assert "state[self.StepIndex] + 1" in inspect.getsource(WaterfallDialog.resume_dialog)
     assert "self._steps[index]" in inspect.getsource(WaterfallDialog.get_step_name)
     assert "instance.state[self.persisted_options]" in inspect.getsource(Prompt.continue_dialog)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from storage import CorruptRecordError, SqliteStorage, StorageError, storage_deadline
-from storage import sqlite as sqlite_module
+from hosting.storage import CorruptRecordError, SqliteStorage, StorageError, storage_deadline
+from hosting.storage import sqlite as sqlite_module
 from tests.processes import ROOT
 
 

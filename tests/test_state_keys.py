@@ -1,4 +1,4 @@
-"""State keys from request ids (bots/state_keys.py): no id can make a key that is another record's.
+"""State keys from request ids (hosting/state_keys.py): no id can make a key that is another record's.
 
 Table-driven checks of the escaping (ordinary ids unchanged, round trip, injective), the states' keys against the
 SDK's for ordinary ids, expiry by key shape, and the forgery itself through the real app over real HTTP.
@@ -17,10 +17,11 @@ from botbuilder.core import ConversationState, PrivateConversationState, TurnCon
 from botbuilder.core.adapters import TestAdapter
 from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
 
-from bots.pipeline import TurnConversationState, TurnPrivateConversationState, TurnUserState, lock_key
-from bots.state_keys import conversation_key, id_of, key_segment, private_conversation_key, user_key
 from config import Settings
-from storage import ExpiryPolicy, MemoryStateStorage
+from hosting import states
+from hosting.pipeline import lock_key
+from hosting.state_keys import conversation_key, id_of, key_segment, private_conversation_key, user_key
+from hosting.storage import ExpiryPolicy, MemoryStateStorage
 from tests.channel import Conversation, FakeChannel
 
 ORDINARY_IDS = [
@@ -130,9 +131,9 @@ def test_states_keep_the_sdks_keys_for_ordinary_ids(channel_id: str, conversatio
     storage = MemoryStateStorage()
     turn = _turn(channel_id, conversation_id, user_id)
     pairs = [
-        (TurnUserState(storage), UserState(storage)),
-        (TurnConversationState(storage), ConversationState(storage)),
-        (TurnPrivateConversationState(storage), PrivateConversationState(storage)),
+        (states.UserState(storage), UserState(storage)),
+        (states.ConversationState(storage), ConversationState(storage)),
+        (states.PrivateConversationState(storage), PrivateConversationState(storage)),
     ]
     for ours, sdks in pairs:
         assert ours.get_storage_key(turn) == sdks.get_storage_key(turn)
@@ -142,10 +143,10 @@ def test_states_keep_the_sdks_keys_for_ordinary_ids(channel_id: str, conversatio
 def test_states_escape_the_ids_of_the_turn() -> None:
     storage = MemoryStateStorage()
     turn = _turn("emu/lator", "c1/users/u2/", "u*1")
-    assert TurnUserState(storage).get_storage_key(turn) == "emu*2flator/users/u*2a1"
-    assert TurnConversationState(storage).get_storage_key(turn) == "emu*2flator/conversations/c1*2fusers*2fu2*2f"
+    assert states.UserState(storage).get_storage_key(turn) == "emu*2flator/users/u*2a1"
+    assert states.ConversationState(storage).get_storage_key(turn) == "emu*2flator/conversations/c1*2fusers*2fu2*2f"
     assert (
-        TurnPrivateConversationState(storage).get_storage_key(turn)
+        states.PrivateConversationState(storage).get_storage_key(turn)
         == "emu*2flator/conversations/c1*2fusers*2fu2*2f/users/u*2a1/"
     )
     assert lock_key(turn.activity) == "emu*2flator/conversations/c1*2fusers*2fu2*2f"

@@ -14,9 +14,9 @@ from botbuilder.dialogs import DialogInstance, DialogState
 from botbuilder.dialogs.choices import Choice, ListStyle
 from botbuilder.dialogs.prompts import PromptOptions
 
-from storage import CorruptRecordError, Delete, ETagConflictError, StateStorage, StorageError, damaged_key
-from storage.base import ExpiryPolicy
-from storage.codec import StateEncodingError
+from hosting.storage import CorruptRecordError, Delete, ETagConflictError, StateStorage, StorageError, damaged_key
+from hosting.storage.base import ExpiryPolicy
+from hosting.storage.codec import StateEncodingError
 from tests.backends import plant_raw
 
 KEY = "emulator/users/user-1"

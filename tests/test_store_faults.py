@@ -24,10 +24,10 @@ import pytest_asyncio
 from aiohttp import web
 
 from app import create_app
-from storage import StorageError, build_storage
-from storage._azure import OPERATION_TIMEOUT_S
-from storage.cosmos import open_cosmos_storage
-from storage.registry import CosmosSettings
+from hosting.storage import StorageError, build_storage
+from hosting.storage._azure import OPERATION_TIMEOUT_S
+from hosting.storage.cosmos import open_cosmos_storage
+from hosting.storage.registry import CosmosSettings
 from tests.azurite import Azurite, require_node, scratch_settings
 from tests.channel import Conversation, FakeChannel
 from tests.cosmos_server import LOCAL_CLIENT_OPTIONS, start_cosmos_server
@@ -73,7 +73,7 @@ async def test_a_paused_azurite_fails_a_storage_call_within_the_operation_timeou
     own_azurite: Azurite, backend: str
 ) -> None:
     """The store is opened as the app opens it (product client options, not the tests' fast-fail ones)."""
-    storage = await build_storage(scratch_settings(own_azurite, backend))
+    storage = await build_storage(scratch_settings(own_azurite, backend).store)
     try:
         await storage.write({"k": {"v": 1}})
         own_azurite.pause()

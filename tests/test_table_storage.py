@@ -1,4 +1,4 @@
-"""Wire-level behaviour of the table backend (storage/table.py) that the contract suite cannot see.
+"""Wire-level behaviour of the table backend (hosting/storage/table.py) that the contract suite cannot see.
 
 Most tests run against Azurite (tests/azurite.py). Service failures Azurite cannot produce (500, 403) come from
 ``FakeEndpoint``, a fake endpoint that answers every request with one status; it is not Azure.
@@ -14,10 +14,10 @@ import pytest_asyncio
 from azure.core.exceptions import HttpResponseError
 from azure.data.tables.aio import TableClient
 
-from storage import CorruptRecordError, ETagConflictError, RecordTooLargeError, StorageError
-from storage.keys import escape_table_key
-from storage.registry import TableSettings
-from storage.table import (
+from hosting.storage import CorruptRecordError, ETagConflictError, RecordTooLargeError, StorageError
+from hosting.storage.keys import escape_table_key
+from hosting.storage.registry import TableSettings
+from hosting.storage.table import (
     MAX_ENTITY_BYTES,
     ROW_KEY,
     TableStorage,

@@ -1,6 +1,6 @@
 """What a turn leaves in the log at INFO, through the real app over real HTTP (create_app, sqlite, aiohttp).
 
-One line per turn from ``bots.adapter`` (type, channel, short conversation id, outcome, replies, attempts, time,
+One line per turn from ``hosting.adapter`` (type, channel, short conversation id, outcome, replies, attempts, time,
 status), nothing from third-party libraries, and never what the user wrote.
 """
 
@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from app import LOG_FORMAT
-from bots.logs import log_text, short_id
+from hosting.logs import log_text, short_id
+from hosting.server import LOG_FORMAT
 from tests.channel import Conversation
 
 TURN_LINE = re.compile(
@@ -41,7 +41,7 @@ async def test_each_turn_logs_exactly_one_info_line_and_never_the_message_text(
         await turn()
 
         records = [record for record in caplog.records if record.levelno >= logging.INFO]
-        assert [(record.name, record.levelname) for record in records] == [("bots.adapter", "INFO")]
+        assert [(record.name, record.levelname) for record in records] == [("hosting.adapter", "INFO")]
         message = records[0].getMessage()
         assert TURN_LINE.match(message), message
         for said in (SECRET, "Ada", "hello"):
@@ -70,13 +70,13 @@ async def test_an_activity_type_cannot_forge_or_flood_a_log_line(
 
     assert reply.status in (200, 201)
     lines = [logging.Formatter(LOG_FORMAT).format(record) for record in caplog.records]
-    turn_lines = [line for line in lines if "bots.adapter: turn " in line]
+    turn_lines = [line for line in lines if "hosting.adapter: turn " in line]
     assert len(turn_lines) == 1, lines
     assert "@emulator/conv-" in turn_lines[0]
     for line in lines:
         assert line.isprintable(), repr(line)  # no line break, escape sequence or other control character
         assert len(line) < 300
-    assert not any("forged line" in line and "bots.adapter" not in line for line in lines)
+    assert not any("forged line" in line and "hosting.adapter" not in line for line in lines)
 
 
 @pytest.mark.parametrize(

@@ -16,14 +16,14 @@ from botbuilder.schema import Activity, Attachment
 from app import create_app
 from bots import create_bot
 from bots.commands import EXPORT_FILE_NAME
-from bots.pipeline import NOT_COMPACTED_TEXT
 from bots.state_bot import NEWER_RECORD_TEXT
 from bots.user_data import MAX_EXPORT_BYTES
 from config import Settings, load_settings
 from data_models import ConversationIndex, KnownConversation
 from data_models.conversation_index import MAX_CONVERSATIONS
 from data_models.user_profile import MAX_PICTURE_DATA_CHARS
-from storage import Delete, MemoryStateStorage, SqliteStorage, StateStorage, StorageError
+from hosting.pipeline import NOT_COMPACTED_TEXT
+from hosting.storage import Delete, MemoryStateStorage, SqliteStorage, StateStorage, StorageError
 from tests.backends import plant_raw
 from tests.channel import Conversation, FakeChannel, serving
 from tests.harness import BotHarness

@@ -1,4 +1,4 @@
-"""``bots.wire.to_json`` writes exactly what msrest's ``serialize()`` writes, for every reply the bot sends."""
+"""``hosting.wire.to_json`` writes exactly what msrest's ``serialize()`` writes, for every reply the bot sends."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from botbuilder.schema import (
     SuggestedActions,
 )
 
-from bots.wire import from_json, to_json
-from storage import MemoryStateStorage
+from hosting.storage import MemoryStateStorage
+from hosting.wire import from_json, to_json
 from tests.harness import BotHarness
 from tests.test_profile_dialog import PNG
 

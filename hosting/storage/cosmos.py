@@ -6,10 +6,10 @@ Item layout (compatible with botbuilder-azure's ``CosmosDbPartitionedStorage`` w
 
 * The container is partitioned on ``/id`` (botbuilder's default), so every key is its own logical partition
   and every operation is a cheap point operation.
-* ``id`` is ``storage.keys.escape_cosmos_key(key)``: Cosmos forbids ``/ \\ ? #`` in ids and limits their length.
+* ``id`` is ``hosting.storage.keys.escape_cosmos_key(key)``: Cosmos forbids ``/ \\ ? #`` in ids and limits their length.
   ``realId`` keeps the key as the bot knows it; a read checks it, so two keys can never share an item unnoticed.
 * ``document`` holds the state as a parsed JSON object (readable in the portal's Data Explorer), written from
-  and read back into ``storage.codec`` text. botbuilder-azure writes jsonpickle output there instead.
+  and read back into ``hosting.storage.codec`` text. botbuilder-azure writes jsonpickle output there instead.
 * The e_tag is Cosmos's own ``_etag``. A concrete e_tag becomes ``If-Match`` on ``replace_item`` (412, or 404
   when the item is gone, is an ``ETagConflictError``); no e_tag is ``create_item`` (409 is a conflict); ``"*"``
   is ``upsert_item``.
@@ -19,7 +19,7 @@ Item layout (compatible with botbuilder-azure's ``CosmosDbPartitionedStorage`` w
   missing, at most once per ``HEAL_INTERVAL_S`` (this needs a key: Entra data-plane roles cannot create one).
 * Time: ``connection_timeout`` / ``read_timeout`` client options (the SDK sends them with each request) and
   ``operation_timeout`` on each whole operation, the SDK's own retries included.
-* Expiry: a record stamped with an expiry (``storage.base.ExpiryPolicy``) is written with Cosmos's native per-item
+* Expiry: a record stamped with an expiry (``base.ExpiryPolicy``) is written with Cosmos's native per-item
   ``ttl``; containers this backend creates have TTL enabled (``defaultTtl: -1``). On a container made without
   it, expired items are still skipped on read and overwritten by the next write.
 * Several keys in one ``write`` are written one by one in the order given (``atomic_writes`` is false:
@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
@@ -71,7 +71,22 @@ from .keys import escape_cosmos_key
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-    from .registry import CosmosSettings
+
+class CosmosTarget(Protocol):
+    """Where the cosmos backend keeps its records (``registry.CosmosSettings`` is one)."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def database(self) -> str: ...
+
+    @property
+    def container(self) -> str: ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +146,7 @@ class CosmosStorage(StateStorage):
         self._database = database
 
     @classmethod
-    async def open(cls, settings: CosmosSettings, **client_options: Any) -> Self:
+    async def open(cls, settings: CosmosTarget, **client_options: Any) -> Self:
         """Connect to ``settings.endpoint`` and make sure the database and container exist.
 
         Signs in with ``settings.key`` when set, otherwise with ``DefaultAzureCredential`` (managed
@@ -389,7 +404,7 @@ def _is_missing_container(cause: BaseException) -> bool:
     )
 
 
-async def open_cosmos_storage(settings: CosmosSettings, **client_options: Any) -> CosmosStorage:
+async def open_cosmos_storage(settings: CosmosTarget, **client_options: Any) -> CosmosStorage:
     """Open the Cosmos DB backend ``settings`` describe; see :meth:`CosmosStorage.open`.
 
     ``client_options`` go to ``CosmosClient`` over ``turn_friendly_options`` (the SDK sends the timeouts with each

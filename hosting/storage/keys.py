@@ -40,7 +40,7 @@ Compatibility with botbuilder-azure
   get exactly the same blob name (``emulator/users/u1``). botbuilder-js names blobs with the percent-encoded
   key (``emulator%2Fusers%2Fu1``), which we do not reproduce.
 * Table: botbuilder-js ``TableStorage`` escapes with ``%`` + hex, does not escape ``%`` (so two keys can share a
-  name) and spreads one record over several rows; our table layout is different (see ``storage.table``).
+  name) and spreads one record over several rows; our table layout is different (see ``hosting.storage.table``).
 """
 
 from __future__ import annotations

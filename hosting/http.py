@@ -30,7 +30,7 @@ from yarl import URL
 from .wire import from_json
 
 if TYPE_CHECKING:
-    from config import Settings
+    from .settings import HostSettings
 
 MAX_DEPTH = 32
 MAX_ID_LENGTH = 256
@@ -105,7 +105,7 @@ class RequestPolicy:
     credentials: bool = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RequestPolicy:
+    def from_settings(cls, settings: HostSettings) -> RequestPolicy:
         return cls(
             max_body_bytes=settings.max_body_bytes,
             body_timeout_seconds=settings.request_timeout_seconds,

@@ -3,7 +3,7 @@
 A backend is one frozen ``StoreSettings`` subclass: its fields are the backend's settings (defaults as field
 defaults, secrets as ``field(repr=False)``), ``read`` takes them from the environment's variables and names every
 bad one, and ``open`` opens the store. ``BACKENDS`` at the bottom lists them; ``config.load_settings`` reads the
-group the ``STORAGE`` variable names into ``Settings.store``, and ``storage.build_storage`` calls its ``open``.
+group the ``STORAGE`` variable names into ``Settings.store``, and ``hosting.storage.build_storage`` calls its ``open``.
 
 This module is imported by ``config`` and must stay light: each ``open`` imports its backend's module (and with
 it any SDK) only when called, so a bot on sqlite never imports the Azure SDKs.

@@ -2,14 +2,14 @@
 
 Layout
 ------
-* Blob name: :func:`storage.keys.escape_blob_name` of the key. Ordinary keys keep their ``/`` paths
-  (``emulator/users/u1``), the same name Python botbuilder-azure's ``BlobStorage`` uses; see ``storage.keys``.
+* Blob name: :func:`hosting.storage.keys.escape_blob_name` of the key. Ordinary keys keep their ``/`` paths
+  (``emulator/users/u1``), the same name Python botbuilder-azure's ``BlobStorage`` uses; see ``hosting.storage.keys``.
 * Content (UTF-8 JSON, ``application/json``): ``{"id": <blob name>, "realId": <key>, "document": <state>}``,
   the envelope botbuilder-js's ``BlobStorage`` writes. ``realId`` is checked on read, so a blob that holds
   another key's record is reported as corrupt instead of being handed out.
 * e_tag: the blob's ETag, as the service returns it (quotes included).
 
-Semantics (see ``storage.base``)
+Semantics (see ``hosting.storage.base``)
 --------------------------------
 * create-only write: upload with ``If-None-Match: *``; 409/412 -> ``ETagConflictError``;
 * conditional write: upload with ``If-Match: <e_tag>``; 412 (changed or deleted) -> ``ETagConflictError``;
@@ -18,7 +18,7 @@ Semantics (see ``storage.base``)
   with the SDK's error chained. A missing container (deleted, or an emulator restarted empty) is re-created by
   the call that finds it missing, at most once per ``HEAL_INTERVAL_S``, and that call is tried once more.
 * Time: connect and per-read timeouts on the transport (``CONNECT_TIMEOUT_S`` / ``READ_TIMEOUT_S``), a short
-  linear retry, and ``operation_timeout`` on the whole operation; see ``storage._azure``.
+  linear retry, and ``operation_timeout`` on the whole operation; see ``hosting.storage._azure``.
 * Several keys in one ``write`` are written one by one in the order given (``atomic_writes`` is false: blobs
   have no cross-blob transaction).
 """
@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
@@ -38,6 +38,7 @@ from azure.storage.blob.aio import BlobClient, ContainerClient, LinearRetry
 from ._azure import (
     OPERATION_TIMEOUT_S,
     REAL_KEY,
+    AzureAccount,
     AzureErrors,
     Healer,
     close_credential,
@@ -54,7 +55,13 @@ from .keys import escape_blob_name
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-    from .registry import BlobSettings
+
+class BlobTarget(AzureAccount, Protocol):
+    """Where the blob backend keeps its records (``registry.BlobSettings`` is one)."""
+
+    @property
+    def container(self) -> str: ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +248,7 @@ class BlobStorage(StateStorage):
         return json.dumps(envelope["document"], ensure_ascii=False, separators=(",", ":"))
 
 
-async def open_blob_storage(settings: BlobSettings, **client_options: Any) -> BlobStorage:
+async def open_blob_storage(settings: BlobTarget, **client_options: Any) -> BlobStorage:
     """Connect to ``settings.container`` (creating it if missing) and check that it answers.
 
     Uses ``AZURE_STORAGE_CONNECTION_STRING`` when set, else ``AZURE_STORAGE_ACCOUNT_URL`` (the account's blob

@@ -54,10 +54,9 @@ from botframework.connector.skills import BotFrameworkClient
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
 from yarl import URL
 
-from config import PUBLIC_CLOUD, Settings, url_problem
-
 from .http import RequestError
 from .logs import short_id
+from .settings import PUBLIC_CLOUD, HostSettings, url_problem
 
 logger = logging.getLogger(__name__)
 
@@ -349,14 +348,14 @@ async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
 
 
 class BotAuthentication(BotFrameworkAuthentication):
-    """Inbound token validation and the outgoing token, built from ``Settings``; ``await close()`` when done.
+    """Inbound token validation and the outgoing token, built from ``HostSettings``; ``await close()`` when done.
 
     ``authenticate_request`` is what the adapter calls for every activity. The connector and user-token
     factories (used only while the SDK's ``CloudAdapter.process_activity`` runs turns) are the SDK's own,
     configured with the same cloud settings.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: HostSettings) -> None:
         self._settings = settings
         self._app_id = settings.app_id
         self._fetcher = _Fetcher()
@@ -413,7 +412,7 @@ class BotAuthentication(BotFrameworkAuthentication):
                 )
                 raise
             result.claims_identity = ClaimsIdentity(claims, True, "Bearer")
-        # No connector_factory: the turn pipeline sends replies itself (bots/replies.py), with outgoing_token().
+        # No connector_factory: the turn pipeline sends replies itself (hosting/replies.py), with outgoing_token().
         return result
 
     async def _validate(self, auth_header: str, activity: Activity) -> dict[str, Any]:

@@ -5,12 +5,12 @@
 
 * malformed requests get a 4xx with a JSON body (the SDK answers 500 with a traceback, or 404);
 * a bad bearer token is a 401, not a 500;
-* the turn runs in ``bots.pipeline.TurnPipeline``: replies are buffered and leave only after the turn's state
+* the turn runs in ``hosting.pipeline.TurnPipeline``: replies are buffered and leave only after the turn's state
   is saved, and a lost e_tag race re-runs the turn instead of losing it (the SDK sends replies as the bot
   produces them and saves afterwards, so a failed save follows replies the user already read);
 * ``deliveryMode: expectReplies`` returns 200 ``{"activities": [...]}`` (the SDK answers 500);
 * no ConnectorClient or UserTokenClient is built per turn; replies go out on one aiohttp session
-  (``bots.replies``).
+  (``hosting.replies``).
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from .pipeline import (
     TurnOutcome,
     TurnPipeline,
     TurnResult,
-    TurnStates,
     deliverable,
     describe,
 )
 from .replies import ReplyError, ReplySender
+from .states import TurnStates
 from .wire import to_json
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class StateBotAdapter(CloudAdapter):
             authenticated = await self.bot_framework_authentication.authenticate_request(
                 activity, request.headers.get("Authorization", "")
             )
-        except RequestError as err:  # 401, or 503 without signing keys; bots/auth.py logged why
+        except RequestError as err:  # 401, or 503 without signing keys; hosting/auth.py logged why
             return err.response()
         activity.caller_id = authenticated.caller_id
 

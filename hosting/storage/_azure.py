@@ -1,4 +1,4 @@
-"""What the Azure backends (``storage.blob``, ``storage.table``, ``storage.cosmos``) share.
+"""What the Azure backends (``hosting.storage.blob``, ``hosting.storage.table``, ``hosting.storage.cosmos``) share.
 
 * ``AzureErrors``: turns ``azure.core`` exceptions into ours. Every ``AzureError`` (HTTP errors, connection
   failures, timeouts, credential failures) becomes a ``StorageError`` naming the backend, the action and the
@@ -15,7 +15,7 @@
   per ``HEAL_INTERVAL_S``.
 
 The SDK imports stay inside the Azure backends' modules and this one, which are imported only when an Azure
-backend is opened (see ``storage/registry.py``).
+backend is opened (see ``hosting/storage/registry.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
@@ -35,9 +35,19 @@ from .base import StorageError
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-    from .registry import AzureStorageSettings
-
 logger = logging.getLogger(__name__)
+
+
+class AzureAccount(Protocol):
+    """Where an Azure Storage account is (``registry.AzureStorageSettings`` is one): a connection string, or an
+    account URL to sign in to with ``DefaultAzureCredential``."""
+
+    @property
+    def connection_string(self) -> str: ...
+
+    @property
+    def account_url(self) -> str: ...
+
 
 #: Seconds to wait for a TCP connection, and for each read from it, on every Azure backend.
 CONNECT_TIMEOUT_S = 3.0
@@ -119,7 +129,7 @@ def turn_friendly_options(**retry_options: Any) -> dict[str, Any]:
 
 
 async def open_client[C](
-    settings: AzureStorageSettings, backend: str, client_class: type[C], resource: str, client_options: dict[str, Any]
+    settings: AzureAccount, backend: str, client_class: type[C], resource: str, client_options: dict[str, Any]
 ) -> tuple[C, AsyncTokenCredential | None]:
     """A blob ``ContainerClient`` or ``TableClient`` for ``resource``, and the credential it owns (if any).
 

@@ -4,9 +4,9 @@ The SDK's states join ids with ``/`` as they come: ``{channel}/users/{user}``, `
 ``{channel}/conversations/{id}/users/{user}/{namespace}``. A conversation id ``c1/users/u2/`` then makes the
 ConversationState key ``<channel>/conversations/c1/users/u2/``, which is user u2's PrivateConversationState record
 in c1. Here every id becomes one key segment: ``/`` is written ``*2f`` and the escape character ``*`` itself
-``*2a`` (the notation of ``storage.keys``), so
+``*2a`` (the notation of ``hosting.storage.keys``), so
 
-* an id never adds a ``/`` to a key: the key's shape (and ``storage.base.ExpiryPolicy.ttl_for``, which reads it
+* an id never adds a ``/`` to a key: the key's shape (and ``hosting.storage.base.ExpiryPolicy.ttl_for``, which reads it
   by ``/``) is the one its state chose;
 * different ids give different segments (every ``*`` in a segment starts an escape, so ``id_of`` undoes it);
 * an ordinary id, without ``/`` or ``*``, is its own segment: the keys of records stored before this escaping

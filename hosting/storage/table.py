@@ -2,7 +2,7 @@
 
 Layout
 ------
-* ``PartitionKey``: :func:`storage.keys.escape_table_key` of the key, so every key is its own partition (point
+* ``PartitionKey``: :func:`hosting.storage.keys.escape_table_key` of the key, so every key is its own partition (point
   reads and writes, no hot partition); ``RowKey``: ``""``.
 * ``realId``: the original key. ``document_0``, ``document_1``, ...: the JSON document text, cut into pieces of
   at most 32,768 UTF-16 code units (a string property holds at most 64 KiB), joined in order on read.
@@ -15,7 +15,7 @@ overhead), so a document of up to about 520,000 characters fits. A larger one is
 Not compatible with botbuilder-js's ``TableStorage`` (one row per 32K chunk, ``%``-escaped keys, a ``Json``
 property): the one-entity layout makes every write a single atomic, ETag-checked operation.
 
-Semantics (see ``storage.base``)
+Semantics (see ``hosting.storage.base``)
 --------------------------------
 * create-only write: ``create_entity``; 409 ``EntityAlreadyExists`` -> ``ETagConflictError``;
 * conditional write: ``update_entity(mode=REPLACE, If-Match)``; 412 or 404 (the entity is gone) ->
@@ -24,7 +24,7 @@ Semantics (see ``storage.base``)
 * anything else (a 403, a 500, a missing table, no answer at all) -> ``StorageError`` naming the key, chained.
   A missing table (deleted, or an emulator restarted empty) is re-created by the call that finds it missing, at
   most once per ``HEAL_INTERVAL_S``, and that call is tried once more.
-* Time: timeouts on the transport and ``operation_timeout`` on the whole operation; see ``storage._azure``.
+* Time: timeouts on the transport and ``operation_timeout`` on the whole operation; see ``hosting.storage._azure``.
 * Several keys in one ``write`` are written one by one in the order given (``atomic_writes`` is false: every key is
   its own partition, and entity group transactions only span one partition).
 """
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
@@ -43,6 +43,7 @@ from azure.data.tables.aio import TableClient
 from ._azure import (
     OPERATION_TIMEOUT_S,
     REAL_KEY,
+    AzureAccount,
     AzureErrors,
     Healer,
     close_credential,
@@ -66,7 +67,13 @@ from .keys import ESCAPE_CHAR, escape_table_key, utf16_units
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-    from .registry import TableSettings
+
+class TableTarget(AzureAccount, Protocol):
+    """Where the table backend keeps its records (``registry.TableSettings`` is one)."""
+
+    @property
+    def table(self) -> str: ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +286,7 @@ class TableStorage(StateStorage):
         return "".join(pieces)
 
 
-async def open_table_storage(settings: TableSettings, **client_options: Any) -> TableStorage:
+async def open_table_storage(settings: TableTarget, **client_options: Any) -> TableStorage:
     """Connect to ``settings.table`` (creating it if missing) and check that it answers.
 
     Uses ``AZURE_STORAGE_CONNECTION_STRING`` when set, else ``AZURE_STORAGE_ACCOUNT_URL`` (the account's table

@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS bot_state (
 """
 
 
-# The expiry stamped into a document (see storage.base.EXPIRES_AT), indexed so that the cleanup finds expired
+# The expiry stamped into a document (see hosting.storage.base.EXPIRES_AT), indexed so that the cleanup finds expired
 # records without a scan. json_valid first: a damaged document must not make every write to the table fail.
 _EXPIRES_AT_SQL = """CASE WHEN json_valid(document) THEN json_extract(document, '$."$expiresAt"') END"""
 _EXPIRY_INDEX = f"CREATE INDEX IF NOT EXISTS bot_state_expires_at ON bot_state ({_EXPIRES_AT_SQL})"

@@ -74,7 +74,7 @@ def _is_plain_json(value: Any) -> bool:
 
 
 def from_json[M: Model](cls: type[M], data: dict[str, Any]) -> M:
-    """``cls().deserialize(data)`` for a body whose field types ``bots.http.check_types`` already checked.
+    """``cls().deserialize(data)`` for a body whose field types ``hosting.http.check_types`` already checked.
 
     Fields are read by their exact wire names (``serviceUrl``, ``from``), as channels send them; msrest would
     also accept other spellings, which the type checks never looked at.

@@ -5,7 +5,7 @@
   ``server_options`` sets that timer to ``REQUEST_TIMEOUT_SECONDS``, so a client trickling its headers holds a
   descriptor for at most that long. gunicorn's aiohttp worker passes gunicorn's ``keepalive`` to the same
   parameter (gunicorn.conf.py sets it from the same setting).
-* **Slow bodies** are bounded in ``bots.http.read_json``.
+* **Slow bodies** are bounded in ``hosting.http.read_json``.
 * **Malformed HTTP.** aiohttp logs every request it cannot parse (a header over 8 KB, a bad request line) at
   ERROR with a traceback, so any client can fill the log. ``ProtocolErrorFilter`` turns those into one WARNING
   line per ``RESOURCE_LOG_INTERVAL`` with a count.
@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
 
-from config import Settings
+from .settings import HostSettings
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +35,12 @@ RESOURCE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EN
 RESOURCE_LOG_INTERVAL = 10.0
 
 
-def server_options(settings: Settings) -> dict[str, Any]:
+def server_options(settings: HostSettings) -> dict[str, Any]:
     """Keyword arguments for ``web.run_app`` / ``web.AppRunner``: bounded time to receive a request head."""
     return {"keepalive_timeout": settings.request_timeout_seconds}
 
 
-def gunicorn_keepalive(settings: Settings) -> int:
+def gunicorn_keepalive(settings: HostSettings) -> int:
     """gunicorn's ``keepalive`` (whole seconds), which its aiohttp worker uses as the same timer."""
     return max(1, math.ceil(settings.request_timeout_seconds))
 

@@ -35,39 +35,32 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from botbuilder.core import BotState, ConversationState, PrivateConversationState, TurnContext, UserState
-from botbuilder.core.bot_state import CachedBotState
-from botbuilder.schema import Activity, ActivityTypes, ConversationAccount
+from botbuilder.core import TurnContext
+from botbuilder.schema import Activity, ActivityTypes
 from botframework.connector import Channels
 
-from storage import (
+from .logs import log_text, short_id
+from .state_keys import conversation_key
+from .states import TurnStates
+from .storage import (
     CorruptRecordError,
-    Delete,
     ETagConflictError,
     StateStorage,
     StorageError,
-    codec,
     storage_deadline,
     storage_deadline_now,
 )
 
-from .logs import log_text, short_id
-from .state_keys import conversation_key, private_conversation_key, user_key
-
 logger = logging.getLogger(__name__)
 
-BUFFER_KEY = "state_bot.buffered_replies"
-INVOKE_RESPONSE_KEY = "state_bot.invoke_response"
-ERASE_KEY = "state_bot.erase"
-HOLD_KEY = "state_bot.hold"
-NOTICES_KEY = "state_bot.notices"
-STAMPS_KEY = "state_bot.expiry_stamps"
-ERASED_STATES_KEY = "state_bot.erased_states"
+BUFFER_KEY = "hosting.buffered_replies"
+INVOKE_RESPONSE_KEY = "hosting.invoke_response"
+NOTICES_KEY = "hosting.notices"
 
 DEFAULT_RETRIES = 3
 BACKOFF_SECONDS = 0.01
@@ -205,209 +198,6 @@ class SharedLock:
         return not isinstance(expires_at, int | float) or expires_at < self._clock()
 
 
-class TurnStates:
-    """The BotStates of a turn, loaded with one storage read and saved with one storage write.
-
-    This replaces ``BotState.load`` / ``save_changes`` (one round trip per state) and ``BotState.delete`` (which
-    deletes at once, before the turn is known to succeed): :func:`erase` only marks a state, and its record is
-    deleted by the turn's write, on condition that it did not change since the turn read it.
-
-    Expiry slides: a record the turn read but did not change is written again (unchanged) when the store says its
-    expiry is due for a refresh (``StateStorage.refresh_due``), so an active user's records never expire.
-    """
-
-    def __init__(self, storage: StateStorage, states: Sequence[BotState]) -> None:
-        self.storage = storage
-        self.states = tuple(states)
-
-    def keys(self, turn_context: TurnContext) -> list[str]:
-        return [state.get_storage_key(turn_context) for state in self.states]
-
-    async def load(self, turn_context: TurnContext, extra_keys: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
-        """Put every state in the turn's cache; return the records of ``extra_keys`` that exist."""
-        keys = self.keys(turn_context)
-        stamps: dict[str, int] = {}
-        records = await self.storage.read([*keys, *extra_keys], stamps=stamps)
-        turn_context.turn_state[STAMPS_KEY] = stamps
-        if logger.isEnabledFor(logging.DEBUG):  # the key list is not built on every turn for nothing
-            logger.debug("loaded %d of %d records: %s", len(records), len(keys) + len(extra_keys), _shown(records))
-        for state, key in zip(self.states, keys, strict=True):
-            turn_context.turn_state[_cache_key(state)] = _CachedState(records.get(key) or {})
-        return {key: records[key] for key in extra_keys if key in records}
-
-    async def save(self, turn_context: TurnContext) -> None:
-        """Write every changed state and delete every erased record in ONE ``storage.write``.
-
-        Deletes are conditional on the e_tag the turn read (``Delete``), so a record that another turn changed
-        meanwhile is not deleted behind its back: the write conflicts and the whole turn runs again from fresh
-        state. Where the backend cannot write atomically the order matters, so records outside the turn come
-        first, then the turn's own states last to first: the first state (the user's record, which holds what the
-        others are found by) goes last, and a failure part-way leaves it for the retried turn to find the rest.
-        After deleting, the store is compacted (no copy stays in sqlite's WAL); if that fails, the user is told.
-
-        A turn marked with :func:`hold` saves and deletes nothing.
-        """
-        if turn_context.turn_state.get(HOLD_KEY):
-            return
-        erased: dict[str, str] = turn_context.turn_state.get(ERASE_KEY, {})
-        erased_states: set[str] = turn_context.turn_state.get(ERASED_STATES_KEY, set())
-        stamps: dict[str, int] = turn_context.turn_state.get(STAMPS_KEY, {})
-        own = list(zip(self.states, self.keys(turn_context), strict=True))
-        own_keys = {key for _, key in own}
-        changes: dict[str, object] = {key: Delete(e_tag) for key, e_tag in erased.items() if key not in own_keys}
-        changes.update({key: Delete(erased[key]) for _, key in reversed(own) if key in erased})
-        cached_states: list[CachedBotState] = []
-        for state, key in own:
-            cached = turn_context.turn_state.get(_cache_key(state))
-            if key in erased_states or cached is None:
-                continue
-            if cached.is_changed or (cached.state and self.storage.refresh_due(key, stamps.get(key))):
-                changes[key] = cached.state
-                cached_states.append(cached)
-        if not changes:
-            return
-        await self.storage.write(changes)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("saved %s", _shown(changes))
-        for cached in cached_states:
-            cached.hash = cached.compute_hash(cached.state)
-        if erased:
-            try:
-                await self.storage.compact()  # no copy of what was forgotten stays behind (sqlite's WAL)
-            except StorageError as err:
-                logger.warning("the store could not be compacted after a deletion (retried later): %s", err)
-                self.storage.compact_pending = True
-                await turn_context.send_activity(reply_to(turn_context.activity, NOT_COMPACTED_TEXT))
-
-
-class _CachedState(CachedBotState):
-    """The SDK's per-turn cache of a record, with change detection by the stored JSON form (the SDK hashes with
-    jsonpickle, a few percent of a turn's CPU)."""
-
-    def compute_hash(self, obj: object) -> str:
-        return codec.fingerprint(obj) if isinstance(obj, dict) else repr(obj)
-
-
-class _LoadedByThePipeline(BotState):
-    """A BotState whose record the pipeline has already put in the turn's cache.
-
-    The SDK's ``BotState.load`` reads the record again whenever the cached one is empty (every turn of a user
-    with no profile yet), and caches that re-read as ``CachedBotState(None)``, which counts as *changed* (it hashes
-    ``None`` against ``{}``): every such turn would write an empty record and race other conversations for it.
-    """
-
-    async def load(self, turn_context: TurnContext, force: bool = False) -> None:
-        if force or self.get_cached_state(turn_context) is None:
-            await super().load(turn_context, force)
-
-
-class TurnUserState(_LoadedByThePipeline, UserState):
-    """UserState: one record per user and channel, under ``bots.state_keys.user_key``."""
-
-    def get_storage_key(self, turn_context: TurnContext) -> str:
-        activity = turn_context.activity
-        return user_key(_required(activity.channel_id, "channelId"), _required(_user_id(activity), "from.id"))
-
-
-class TurnConversationState(_LoadedByThePipeline, ConversationState):
-    """ConversationState: one record per conversation, shared by its members, under
-    ``bots.state_keys.conversation_key``."""
-
-    def get_storage_key(self, turn_context: TurnContext) -> str:
-        activity = turn_context.activity
-        return conversation_key(
-            _required(activity.channel_id, "channelId"), _required(_conversation_id(activity), "conversation.id")
-        )
-
-
-class TurnPrivateConversationState(_LoadedByThePipeline, PrivateConversationState):
-    """PrivateConversationState: one record per member of a conversation, under
-    ``bots.state_keys.private_conversation_key``."""
-
-    def get_storage_key(self, turn_context: TurnContext) -> str:
-        activity = turn_context.activity
-        return private_conversation_key(
-            _required(activity.channel_id, "channelId"),
-            _required(_conversation_id(activity), "conversation.id"),
-            _required(_user_id(activity), "from.id"),
-            self.namespace,
-        )
-
-
-def _required(value: str | None, name: str) -> str:
-    # The SDK's states raise TypeError for a missing id too; bots.http refuses such requests before a turn.
-    if not value:
-        raise TypeError(f"invalid activity: missing {name}")
-    return value
-
-
-def _user_id(activity: Activity) -> str | None:
-    return activity.from_property.id if activity.from_property is not None else None
-
-
-def _conversation_id(activity: Activity) -> str | None:
-    return activity.conversation.id if activity.conversation is not None else None
-
-
-def _shown(keys: Iterable[str]) -> str:
-    return ", ".join(short_id(key) for key in keys) or "none"
-
-
-def erase(turn_context: TurnContext, state: BotState) -> None:
-    """Empty ``state`` for the rest of the turn and delete its record when the turn is saved (if it still is what
-    this turn read; a record the turn found absent is left alone)."""
-    e_tag = cached_record(turn_context, state).get("e_tag")
-    turn_context.turn_state[_cache_key(state)] = _CachedState({})
-    erase_records(turn_context, {state.get_storage_key(turn_context): e_tag} if isinstance(e_tag, str) else {})
-    turn_context.turn_state.setdefault(ERASED_STATES_KEY, set()).add(state.get_storage_key(turn_context))
-
-
-def erase_records(turn_context: TurnContext, records: Mapping[str, str]) -> None:
-    """Delete records by the turn's write: ``{key: e_tag}``, each only if it still has the e_tag it was read
-    with (``"*"``: whatever it holds), then compact the store.
-
-    For records outside the turn's own states (another conversation's, say): nothing is deleted if the turn
-    fails or is retried, and a retried turn decides afresh.
-    """
-    turn_context.turn_state.setdefault(ERASE_KEY, {}).update(records)
-
-
-def erased(turn_context: TurnContext, state: BotState) -> bool:
-    """Whether ``state`` was erased in this turn (its record, if any, is deleted at the end of it)."""
-    return state.get_storage_key(turn_context) in turn_context.turn_state.get(ERASED_STATES_KEY, set())
-
-
-def hold(turn_context: TurnContext) -> None:
-    """Save nothing of this turn: no state is written and nothing erased (the replies still go out)."""
-    turn_context.turn_state[HOLD_KEY] = True
-
-
-def storage_key_in(state: BotState, turn_context: TurnContext, conversation_id: str, *, group: bool = False) -> str:
-    """The key ``state`` would use for this turn's user and channel in another conversation.
-
-    Asks the state itself (``get_storage_key``) with the activity moved to that conversation, so the key is
-    exactly the one the SDK's state builds when the user speaks there.
-    """
-    activity = Activity(
-        channel_id=turn_context.activity.channel_id,
-        from_property=turn_context.activity.from_property,
-        recipient=turn_context.activity.recipient,
-        conversation=ConversationAccount(id=conversation_id, is_group=group or None),
-    )
-    return state.get_storage_key(TurnContext(turn_context.adapter, activity))
-
-
-def cached_record(turn_context: TurnContext, state: BotState) -> dict[str, Any]:
-    """The record of ``state`` as this turn holds it (loaded by the pipeline, with the turn's changes)."""
-    cached = turn_context.turn_state.get(_cache_key(state))
-    return cached.state if cached is not None and isinstance(cached.state, dict) else {}
-
-
-def _cache_key(state: BotState) -> str:
-    # The key under which BotState caches its record in the turn (the SDK's class name by default).
-    return state._context_service_key
-
-
 def lock_key(activity: Activity) -> str:
     """The conversation's lock, in this process and (with ``/turn-lock``) in the store: its ConversationState key."""
     return conversation_key(activity.channel_id, activity.conversation.id)
@@ -464,7 +254,8 @@ class TurnPipeline:
                 error = await self._run_bot(turn_context)
                 if error is not None:
                     return self._bot_error(activity, error, attempts)
-                await self.states.save(turn_context)
+                if not await self.states.save(turn_context):
+                    await turn_context.send_activity(reply_to(activity, NOT_COMPACTED_TEXT))
                 return TurnResult(TurnOutcome.OK, buffered(turn_context), attempts, invoke_response(turn_context))
             except ETagConflictError:
                 conflicts += 1

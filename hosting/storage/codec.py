@@ -277,6 +277,11 @@ def dumps(document: dict[str, Any]) -> str:
     return json.dumps(_encode(document), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def plain_json(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` as the plain JSON it is stored as (dialog objects in their ``$type``-tagged form)."""
+    return json.loads(dumps(document))
+
+
 def fingerprint(document: dict[str, Any]) -> str:
     """A string that changes exactly when what :func:`dumps` would store changes; cheap to compute.
 

@@ -97,7 +97,7 @@ class ExpiryPolicy:
     ``<channel>/conversations/<id>`` (and ``.../conversations/<id>/users/<user>``, private conversation state)
     live ``conversation_ttl``; ``<channel>/users/<id>`` live ``user_ttl``; None means forever, as does any other
     key (heartbeats, damaged records). ``clock`` is for tests. The bot's states escape ``/`` in every id
-    (``bots.state_keys``), so the second segment is always the one the state chose, whatever the ids hold.
+    (``hosting.state_keys``), so the second segment is always the one the state chose, whatever the ids hold.
     """
 
     conversation_ttl: timedelta | None = timedelta(days=30)
