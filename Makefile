@@ -45,7 +45,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-# checkov checks deploymentTemplates/ (tests/test_deploy_templates.py). Its pins (packaging<24) clash with pytest's
+# checkov checks deploymentTemplates/ (tests/deploy/test_deploy_templates.py). Its pins (packaging<24) clash with pytest's
 # (packaging>=24), so it gets a virtual environment of its own inside .venv.
 CHECKOV_VENV := $(VENV)/checkov
 $(CHECKOV_VENV)/.installed: $(VENV)/.python-$(WANT) requirements-checkov.txt

@@ -36,7 +36,7 @@ from bench.loadgen import RECONNECT_EVERY, Tally, VirtualUser, measure, rss_byte
 from bench.report import Options, Row, render_markdown, render_text, summarise
 from bench.servers import Server, bench_server, bot_server, gunicorn_server
 from hosting.logs import short_id
-from tests.processes import ROOT
+from tests.support.processes import ROOT
 
 logger = logging.getLogger("bench")
 
@@ -98,7 +98,7 @@ class Services:
         self.cosmos_cert: Path | None = None
 
     def azurite_settings(self) -> tuple[dict[str, str], list[int]]:
-        from tests.azurite import Azurite, missing_node_reason
+        from tests.support.azurite import Azurite, missing_node_reason
 
         if self.azurite is None:
             reason = missing_node_reason()
@@ -112,7 +112,7 @@ class Services:
         return {"AZURE_STORAGE_CONNECTION_STRING": self.azurite.connection_string}, [pid]
 
     def cosmos_settings(self) -> tuple[dict[str, str], list[int]]:
-        from tests.cosmos_server import SERVER_PACKAGE, CosmosServer, start_cosmos_server
+        from tests.support.cosmos_server import SERVER_PACKAGE, CosmosServer, start_cosmos_server
 
         if self.cosmos is None:
             if shutil.which("node") is None:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.loadgen import process_tree
-from tests.azurite import _parent_death_signal
-from tests.processes import ROOT, bot_environment, free_port
+from tests.support.azurite import _parent_death_signal
+from tests.support.processes import ROOT, bot_environment, free_port
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ step it waits in (and the prompt's options). Changing a waterfall's steps (addin
 under the same id would move every conversation in the middle of it to the wrong step after a deploy. So a
 changed waterfall gets a NEW id (``profile.steps`` -> ``profile.steps.v2``), the component starts new
 conversations in the new one, and the old waterfall stays registered under its old id until the conversations in
-it have drained (at most ``CONVERSATION_TTL`` after the deploy). tests/test_schema_rules.py records each
+it have drained (at most ``CONVERSATION_TTL`` after the deploy). tests/bot/test_schema_rules.py records each
 waterfall's step names per id and fails when they change without a new id.
 """
 

@@ -7,7 +7,7 @@ conversation, and cancelling it raises too (``end_dialog`` reads the same state)
 against a ``DialogSet`` and says why it cannot be resumed, so that the caller can drop it instead.
 
 What is checked is what botbuilder-dialogs 4.17.1 reads when it continues, re-prompts, resumes or cancels a frame
-(tests/test_sdk_edges.py pins the names): every frame's id is registered where the SDK looks it up, and
+(tests/hosting/test_sdk_edges.py pins the names): every frame's id is registered where the SDK looks it up, and
 
 * ``WaterfallDialog``: ``stepIndex`` is an int naming one of its steps, ``values`` is a dict, ``options`` and
   ``instanceId`` are there;

@@ -3,7 +3,7 @@
 msrest builds a (De)Serializer for every call and looks every attribute's type up by name: ~0.23 ms to write one
 echo reply and ~0.09 ms to read a message, a quarter of a whole turn's CPU. Here each botbuilder.schema class's
 attribute map is read once and walked directly. Anything unusual (``object`` fields holding models,
-``bytearray``) goes to msrest itself. tests/test_wire.py compares the two on every reply the bot can send and on
+``bytearray``) goes to msrest itself. tests/hosting/test_wire.py compares the two on every reply the bot can send and on
 the activities channels send.
 """
 

@@ -10,10 +10,10 @@ import pytest_asyncio
 from app import create_app
 from config import Settings, load_settings
 from hosting.storage import StateStorage
-from tests.azurite import azurite  # noqa: F401 - session fixture for the blob and table backends
-from tests.backends import BACKENDS
-from tests.channel import Conversation, FakeChannel, serving
-from tests.cosmos_server import cosmos_server  # noqa: F401 - session fixture for the cosmos backend
+from tests.support.azurite import azurite  # noqa: F401 - session fixture for the blob and table backends
+from tests.support.backends import BACKENDS
+from tests.support.channel import Conversation, FakeChannel, serving
+from tests.support.cosmos_server import cosmos_server  # noqa: F401 - session fixture for the cosmos backend
 
 
 @pytest_asyncio.fixture(params=sorted(BACKENDS))

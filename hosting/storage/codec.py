@@ -46,7 +46,7 @@ _SCHEMA_MODELS: dict[str, type[Model]] = {
 
 
 # PromptOptions' attributes and their names in a stored record. Every attribute the SDK gives PromptOptions must be
-# here, or it would be silently dropped from a prompt saved mid-dialog (tests/test_schema_rules.py checks this
+# here, or it would be silently dropped from a prompt saved mid-dialog (tests/bot/test_schema_rules.py checks this
 # against the installed botbuilder-dialogs).
 PROMPT_OPTIONS_FIELDS: dict[str, str] = {
     "prompt": "prompt",

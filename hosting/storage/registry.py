@@ -9,7 +9,7 @@ This module is imported by ``config`` and must stay light: each ``open`` imports
 it any SDK) only when called, so a bot on sqlite never imports the Azure SDKs.
 
 Adding a backend: its module in ``storage/``, its class here and a line in ``BACKENDS``, its factory in
-``tests/backends.py`` (the contract suite), its variables in ``.env.example``. tests/test_config.py checks the
+``tests/backends.py`` (the contract suite), its variables in ``.env.example``. tests/bot/test_config.py checks the
 last two.
 """
 

@@ -1,0 +1,131 @@
+"""Several worker processes, one store: concurrent turns lose no update and never tell a user a lie.
+
+Real gunicorn (``gunicorn.conf.py``, the command ``make serve`` and App Service run) with 2 and 4 aiohttp
+workers on one sqlite file, and 2 workers on Azure Blob storage (Azurite). Messages are sent all at once, so
+turns of one conversation race across processes; the e_tag checks, the retries and the shared turn lock of
+``hosting.pipeline`` must serialise them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from hosting.storage import build_storage
+from tests.support.azurite import scratch_environment
+from tests.support.channel import Conversation, FakeChannel, Reply
+from tests.support.processes import GunicornProcess
+
+MESSAGES = 64
+NUMBER = re.compile(r"Message #(\d+) in this conversation")
+
+
+@asynccontextmanager
+async def _serve(tmp_path: Path, workers: int, **settings: str) -> AsyncIterator[GunicornProcess]:
+    server = GunicornProcess(tmp_path / "gunicorn.log", WEB_CONCURRENCY=str(workers), **settings)
+    await server.start()
+    try:
+        yield server
+    finally:
+        assert await server.stop() == 0
+
+
+async def _named(conversation: Conversation, name: str) -> None:
+    await conversation.say("hi")
+    assert f"Thanks, {name}!" in (await conversation.say(name)).text
+
+
+async def _hot_conversation(conversation: Conversation, server: GunicornProcess) -> None:
+    """A named user sends 64 messages into one conversation at once: one echo each, numbers distinct and
+    contiguous, all stored."""
+    await _named(conversation, "Ada")
+    texts = [f"burst {i}" for i in range(MESSAGES)]
+
+    async def send(text: str) -> Reply:
+        async with conversation.session.post(conversation.bot_url, json=conversation.activity(text=text)) as answer:
+            body = await answer.json() if answer.content_type == "application/json" else None
+            return Reply(answer.status, body, (body or {}).get("activities", []))
+
+    conversation.channel.take()
+    replies = await asyncio.gather(*(send(text) for text in texts))
+
+    assert sorted({reply.status for reply in replies}) == [200 if conversation.expect_replies else 201]
+    if conversation.expect_replies:
+        delivered = [activity for reply in replies for activity in reply.activities]
+    else:
+        delivered = conversation.channel.take()
+    echoes = [a["text"] for a in delivered if a.get("type") == "message" and " sent: burst " in a.get("text", "")]
+    assert sorted(text.split(" sent: ")[1].split("\n")[0] for text in echoes) == sorted(texts)
+    assert len(delivered) == MESSAGES, "nothing but the echoes: no busy reply, no apology"
+    numbers = sorted(int(NUMBER.search(text).group(1)) for text in echoes)
+    assert numbers == list(range(numbers[0], numbers[0] + MESSAGES))
+    key = f"{conversation.channel_id}/conversations/{conversation.conversation_id}"
+    store = await build_storage(server.settings.store)
+    try:
+        stored = (await store.read([key]))[key]
+    finally:
+        await store.close()
+    assert stored["ConversationData"]["message_count"] == numbers[-1]
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+@pytest.mark.parametrize("expect_replies", [False, True], ids=["normal", "expectReplies"])
+async def test_a_hot_conversation_on_sqlite_loses_no_turn(
+    tmp_path: Path, http: aiohttp.ClientSession, channel: FakeChannel, workers: int, expect_replies: bool
+) -> None:
+    settings = {"STORAGE": "sqlite", "SQLITE_PATH": str(tmp_path / "bot.sqlite3")}
+    async with _serve(tmp_path, workers, **settings) as server:
+        await _hot_conversation(Conversation(http, server.messages_url, channel, expect_replies=expect_replies), server)
+
+
+async def test_a_hot_conversation_on_blob_loses_no_turn(
+    tmp_path: Path, http: aiohttp.ClientSession, channel: FakeChannel, azurite
+) -> None:
+    async with _serve(tmp_path, 2, **scratch_environment(azurite, "blob")) as server:
+        await _hot_conversation(Conversation(http, server.messages_url, channel), server)
+
+
+async def test_one_user_naming_themselves_in_ten_conversations_at_once(
+    tmp_path: Path, http: aiohttp.ClientSession, channel: FakeChannel
+) -> None:
+    """Ten first turns race for one UserState record. Whichever name is stored, the bot said it was thanked for
+    it, and no conversation that thanked the user asks for a name again."""
+    async with _serve(tmp_path, 2, STORAGE="sqlite", SQLITE_PATH=str(tmp_path / "bot.sqlite3")) as server:
+        talks = [
+            Conversation(http, server.messages_url, channel, user_id="the-user", expect_replies=True) for _ in range(10)
+        ]
+        await asyncio.gather(*(talk.say("hi") for talk in talks))
+
+        answers = await asyncio.gather(*(talk.post(talk.activity(text=f"Name {i}")) for i, talk in enumerate(talks)))
+
+        assert {answer.status for answer in answers} == {200}
+        thanked = {i for i, answer in enumerate(answers) if f"Thanks, Name {i}!" in answer.text}
+        assert thanked, [answer.text for answer in answers]
+        store = await build_storage(server.settings.store)
+        try:
+            stored = await store.read(["emulator/users/the-user"])
+        finally:
+            await store.close()
+        stored_name = stored["emulator/users/the-user"]["UserProfile"]["name"]
+        assert stored_name in {f"Name {i}" for i in thanked}
+        for i in thanked:
+            follow_up = await talks[i].say("and now?")
+            assert follow_up.text.startswith(f"{stored_name} sent: and now?")
+
+
+async def test_memory_storage_with_several_workers_is_refused(tmp_path: Path) -> None:
+    server = GunicornProcess(tmp_path / "gunicorn.log", STORAGE="memory", WEB_CONCURRENCY="2")
+
+    exit_code = await server.run_expecting_failure()
+
+    log = server.log_path.read_text()
+    assert exit_code == 2
+    assert "STORAGE=memory" in log
+    assert "WEB_CONCURRENCY=2" in log
+    assert "Traceback" not in log
