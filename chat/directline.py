@@ -13,7 +13,7 @@ Client side (what DirectLineJS calls, under ``/v3/directline``):
 * ``POST /conversations/{id}/upload``: a message with files (multipart: an ``activity`` part, then
   ``file`` parts), the files kept in memory and served back at ``/v3/attachments/{id}/views/original``.
 
-Channel side (what the bot's ConnectorClient calls at the ``serviceUrl`` this endpoint gives it):
+Channel side (what the bot calls at the ``serviceUrl`` this endpoint gives it):
 
 * ``POST /v3/conversations/{id}/activities`` and ``POST /v3/conversations/{id}/activities/{replyToId}``.
 
@@ -264,7 +264,7 @@ class DirectLine:
         return web.json_response({"id": stored["id"]})
 
     async def receive_from_bot(self, request: web.Request) -> web.Response:
-        """The bot's ConnectorClient sending a reply (or a proactive message) to the channel."""
+        """The bot sending a reply (or a proactive message) to the channel."""
         try:
             conversation = self._conversations.get(request.match_info["conversation"])
             if conversation is None or not conversation.started:

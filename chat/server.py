@@ -1,7 +1,7 @@
 """The chat server: ``create_app`` plus the local Direct Line endpoint and the Web Chat page, on 127.0.0.1 only.
 
 The bot is the normal app, unchanged: the Direct Line endpoint reaches it over HTTP at ``/api/messages`` and
-gives it its own origin as ``serviceUrl``, so the bot's replies come back through the ConnectorClient exactly
+gives it its own origin as ``serviceUrl``, so the bot's replies come back over HTTP exactly
 as they would from Azure. The Emulator can still talk to ``/api/messages`` of the same server.
 """
 
