@@ -5,7 +5,8 @@ package is the engine's own business, explained in hosting/README.md (where one 
 storage backends, and what it fixes in botbuilder 4.17.1).
 """
 
-from .adapter import StateBotAdapter
+from .adapter import OutsideTurnError, ProactiveTurnError, StateBotAdapter
+from .auth import UserTokenError
 from .dialog_stack import unresumable
 from .server import MESSAGES_PATH, RUNTIME, BotFactory, BotRuntime, refuse_to_start, run, web_app
 from .serving import gunicorn_keepalive
@@ -38,11 +39,14 @@ __all__ = [
     "CorruptRecordError",
     "ETagConflictError",
     "HostSettings",
+    "OutsideTurnError",
     "PrivateConversationState",
+    "ProactiveTurnError",
     "StateBotAdapter",
     "StateStorage",
     "StorageError",
     "UserState",
+    "UserTokenError",
     "Variables",
     "damaged_key",
     "delete_with_turn",

@@ -22,6 +22,11 @@ event loop, never remembers a failed fetch, and answers forged tokens with a 500
 Without an app id every request is anonymous, as in the SDK. ``outgoing_token`` fetches (client credentials
 over aiohttp, or a managed identity through azure-identity's async credential) and caches the bearer token
 for replies.
+
+``create_user_token_client`` is the SDK's own user token client (what ``OAuthPrompt`` signs users in with), on
+the token service at ``OAuthUrl``, sending the same outgoing token over the same aiohttp session: the SDK's
+would get its token through msal, blocking the event loop, and send on ``requests`` in a thread.
+``OnDemandUserTokenClient`` is the one every turn is given: it builds that client when first used.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -42,7 +47,7 @@ import aiohttp
 import jwt
 from azure.core.exceptions import AzureError
 from botbuilder.integration.aiohttp import ConfigurationBotFrameworkAuthentication
-from botbuilder.schema import Activity
+from botbuilder.schema import Activity, TokenResponse
 from botframework.connector.auth import (
     AuthenticateRequestResult,
     BotFrameworkAuthentication,
@@ -50,8 +55,19 @@ from botframework.connector.auth import (
     ConnectorFactory,
     UserTokenClient,
 )
+
+# The SDK's only UserTokenClient; private by name, but what every BotFrameworkAuthentication of the SDK returns.
+from botframework.connector.auth._user_token_client_impl import _UserTokenClientImpl
 from botframework.connector.skills import BotFrameworkClient
+from botframework.connector.token_api.models import SignInUrlResponse, TokenExchangeRequest, TokenStatus
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
+from msrest.exceptions import HttpOperationError
+from msrest.pipeline import AsyncHTTPPolicy, AsyncPipeline, Request, Response
+from msrest.pipeline.aiohttp import AioHTTPSender
+from msrest.pipeline.universal import RawDeserializer
+from msrest.universal_http import ClientRequest
+from msrest.universal_http.aiohttp import AioHttpClientResponse
+from msrest.universal_http.async_abc import AsyncHTTPSender
 from yarl import URL
 
 from .http import RequestError
@@ -120,6 +136,22 @@ class KeyFetchError(Exception):
 
 class OutgoingTokenError(Exception):
     """No token for replies could be obtained. The message never contains a secret."""
+
+
+class UserTokenError(Exception):
+    """The user token service (``OAuthPrompt``'s sign-in) cannot be used; the message says what to configure."""
+
+
+NO_APP_ID = (
+    "OAuthPrompt and the user token service need the bot's own identity, and this bot has no MicrosoftAppId: set "
+    "MicrosoftAppId and MicrosoftAppPassword (and MicrosoftAppType / MicrosoftAppTenantId unless MultiTenant) to "
+    "the bot's Azure Bot registration, add an OAuth connection setting to that Azure Bot resource, and name it in "
+    "OAuthPromptSettings(connection_name=...)"
+)
+NO_CONNECTION = (
+    "OAuthPromptSettings.connection_name is empty: set it to the name of an OAuth connection setting of the bot's "
+    "Azure Bot resource (Configuration > OAuth Connection Settings)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -603,7 +635,23 @@ class BotAuthentication(BotFrameworkAuthentication):
         return self._sdk.create_connector_factory(claims_identity)
 
     async def create_user_token_client(self, claims_identity: ClaimsIdentity) -> UserTokenClient:
-        return await self._sdk.create_user_token_client(claims_identity)
+        """The SDK's user token client for this bot (its own app id, whatever ``claims_identity`` says), on the
+        token service at ``OAuthUrl``, its requests carrying ``outgoing_token()`` on this object's aiohttp
+        session. ``UserTokenError`` without an app id.
+
+        Costs ~5 ms of CPU (msrest's model tables): build it once (``OnDemandUserTokenClient``), not per turn.
+        """
+        if not self._app_id:
+            raise UserTokenError(NO_APP_ID)
+        bearer = _BearerPolicy(self.outgoing_token)
+        client = _UserTokenClientImpl(self._app_id, bearer, self._settings.oauth_url)
+        # Its operations reach the pipeline through this configuration: the SDK's sends on requests in a thread.
+        config = client._client.config
+        config.pipeline = AsyncPipeline(
+            [config.user_agent_policy, bearer, RawDeserializer(), config.http_logger_policy],
+            AioHTTPSender(_SessionSender(self._fetcher.session)),
+        )
+        return client
 
     def create_bot_framework_client(self) -> BotFrameworkClient:
         return self._sdk.create_bot_framework_client()
@@ -613,3 +661,121 @@ class BotAuthentication(BotFrameworkAuthentication):
 
     async def authenticate_channel_request(self, auth_header: str) -> ClaimsIdentity:
         raise AuthenticationError("skill requests are not supported")
+
+
+class _BearerPolicy(AsyncHTTPPolicy):
+    """msrest credentials: the bot's outgoing token on every request to the token service."""
+
+    def __init__(self, token: Callable[[], Awaitable[str | None]]) -> None:
+        super().__init__()
+        self._token = token
+
+    async def send(self, request: Request, **kwargs: Any) -> Response:
+        token = await self._token()
+        if token:
+            request.http_request.headers["Authorization"] = f"Bearer {token}"
+        return await self.next.send(request, **kwargs)
+
+
+class _SessionSender(AsyncHTTPSender):
+    """msrest's transport on an aiohttp session we own (bounded timeouts, no proxies from the environment)."""
+
+    def __init__(self, session: Callable[[], aiohttp.ClientSession]) -> None:
+        self._session = session
+
+    async def __aenter__(self) -> _SessionSender:
+        return self
+
+    async def __aexit__(self, *exc_details: object) -> None:
+        return None  # the session belongs to BotAuthentication, which closes it
+
+    async def send(self, request: ClientRequest, **config: Any) -> AioHttpClientResponse:
+        async with self._session().request(
+            request.method, request.url, headers=request.headers, data=request.data, allow_redirects=False
+        ) as response:
+            answer = AioHttpClientResponse(request, response)
+            await answer.load_body()
+        return answer
+
+
+class OnDemandUserTokenClient(UserTokenClient):
+    """The ``UserTokenClient`` every turn finds where ``OAuthPrompt`` looks for it
+    (``turn_state[CloudAdapterBase.USER_TOKEN_CLIENT_KEY]``): one per adapter, building the real one with
+    ``build`` when first used (never per turn), and turning what goes wrong into a ``UserTokenError`` that says what
+    to configure."""
+
+    def __init__(self, build: Callable[[], Awaitable[UserTokenClient]], oauth_url: str) -> None:
+        super().__init__()
+        self._build = build
+        self._host = URL(oauth_url).host or oauth_url
+        self._client: UserTokenClient | None = None
+        self._lock = asyncio.Lock()
+        #: How many times the real client was built (once, when first used).
+        self.builds = 0
+
+    async def client(self) -> UserTokenClient:
+        """The real client, built now if it was not yet; ``UserTokenError`` when it cannot be."""
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    self._client = await self._build()
+                    self.builds += 1
+        return self._client
+
+    @contextlib.asynccontextmanager
+    async def _calling(self, operation: str, connection_name: str | None) -> AsyncIterator[None]:
+        """Run one call of the token service, its failures told as ``UserTokenError``."""
+        if connection_name is not None and not connection_name:
+            raise UserTokenError(NO_CONNECTION)
+        try:
+            yield
+        except HttpOperationError as err:
+            status = getattr(err.response, "status_code", "?")
+            raise UserTokenError(
+                f"the token service at {self._host} answered {operation} with HTTP {status}: check that the bot's "
+                f"Azure Bot resource has an OAuth connection setting named {connection_name!r}, and OAuthUrl"
+            ) from err
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise UserTokenError(
+                f"the token service at {self._host} could not be reached ({type(err).__name__}); check OAuthUrl"
+            ) from err
+        except OutgoingTokenError as err:
+            raise UserTokenError(f"no token to call the token service with: {err}") from err
+
+    async def get_user_token(
+        self, user_id: str, connection_name: str, channel_id: str, magic_code: str | None
+    ) -> TokenResponse | None:
+        """The user's token for ``connection_name``, or None if they are not signed in (or the code is wrong)."""
+        async with self._calling("GetToken", connection_name):
+            return await (await self.client()).get_user_token(user_id, connection_name, channel_id, magic_code)
+
+    async def get_sign_in_resource(
+        self, connection_name: str, activity: Activity, final_redirect: str | None
+    ) -> SignInUrlResponse:
+        """The sign-in link (and token exchange resource) for the user of ``activity``."""
+        async with self._calling("GetSignInResource", connection_name):
+            return await (await self.client()).get_sign_in_resource(connection_name, activity, final_redirect)
+
+    async def sign_out_user(self, user_id: str, connection_name: str, channel_id: str) -> None:
+        """Sign the user out of ``connection_name``."""
+        async with self._calling("SignOut", connection_name):
+            await (await self.client()).sign_out_user(user_id, connection_name, channel_id)
+
+    async def get_token_status(self, user_id: str, channel_id: str, include_filter: str) -> list[TokenStatus]:
+        """Which connections the user has a token for."""
+        async with self._calling("GetTokenStatus", None):
+            return await (await self.client()).get_token_status(user_id, channel_id, include_filter)
+
+    async def get_aad_tokens(
+        self, user_id: str, connection_name: str, resource_urls: list[str], channel_id: str
+    ) -> dict[str, TokenResponse]:
+        """The user's Entra ID tokens for ``resource_urls``."""
+        async with self._calling("GetAadTokens", connection_name):
+            return await (await self.client()).get_aad_tokens(user_id, connection_name, resource_urls, channel_id)
+
+    async def exchange_token(
+        self, user_id: str, connection_name: str, channel_id: str, exchange_request: TokenExchangeRequest
+    ) -> TokenResponse:
+        """Exchange a single-sign-on token for the user's token of ``connection_name``."""
+        async with self._calling("ExchangeToken", connection_name):
+            return await (await self.client()).exchange_token(user_id, connection_name, channel_id, exchange_request)

@@ -5,10 +5,13 @@
 1. take the in-process lock of the conversation (one turn of a conversation at a time in this process);
 2. load every state record the turn can touch (UserState, ConversationState, PrivateConversationState) and the
    conversation's shared lock record in ONE storage read;
-3. run the bot with every outgoing activity buffered (the adapter's ``send_activities`` never sends);
+3. run the bot (or a proactive turn's callback) with everything it sends buffered: replies, and updates and
+   deletions of activities (the adapter's ``send_activities``, ``update_activity`` and ``delete_activity`` never
+   send);
 4. save every changed state in ONE storage write with e_tags (all-or-nothing where the backend can);
-5. hand back the buffered replies; the caller delivers them. Nothing a user sees leaves before its state is
-   stored.
+5. hand back what was buffered, in order (``hosting.outgoing``); the caller delivers it. Nothing a user sees
+   leaves before its state is stored. The turn's context is then closed (``CLOSED_KEY``): the adapter refuses
+   what is sent with it afterwards (from a task the turn left running) instead of buffering it for nobody.
 
 When the save loses a race (``ETagConflictError``: another process changed a record since we read it) the whole
 turn runs again from fresh state, up to ``retries`` attempts, with a small jittered backoff. After a conflict the
@@ -45,6 +48,7 @@ from botbuilder.schema import Activity, ActivityTypes
 from botframework.connector import Channels
 
 from .logs import log_text, short_id
+from .outgoing import Method, Outgoing, replies_of
 from .state_keys import conversation_key
 from .states import TurnStates
 from .storage import (
@@ -61,6 +65,8 @@ logger = logging.getLogger(__name__)
 BUFFER_KEY = "hosting.buffered_replies"
 INVOKE_RESPONSE_KEY = "hosting.invoke_response"
 NOTICES_KEY = "hosting.notices"
+#: Set once the pipeline is done with a turn's context: nothing can be sent with it any more.
+CLOSED_KEY = "hosting.closed"
 
 DEFAULT_RETRIES = 3
 BACKOFF_SECONDS = 0.01
@@ -103,25 +109,45 @@ NOT_COMPACTED_TEXT = (
 @dataclass(slots=True)
 class TurnResult:
     outcome: TurnOutcome
-    activities: list[Activity]
+    outgoing: list[Outgoing]
     attempts: int
     invoke_response: Any = None
     error: BaseException | None = None
 
+    @property
+    def replies(self) -> list[Activity]:
+        """The new activities the turn sends (its updates and deletions left out)."""
+        return replies_of(self.outgoing)
+
 
 class ConversationLocks:
-    """One ``asyncio.Lock`` per conversation, dropped again when nobody holds or waits for it."""
+    """One ``asyncio.Lock`` per conversation, dropped again when nobody holds or waits for it.
+
+    A task that holds a conversation's lock and asks for it again (a turn that calls ``continue_conversation``
+    for its own conversation) would wait for itself forever: that is a ``RuntimeError`` at once.
+    """
 
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._holders: dict[str, asyncio.Task[Any] | None] = {}
 
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        if task is not None and self._holders.get(key) is task:
+            raise RuntimeError(
+                "a turn of this conversation is running in this task, and a new turn of it would wait for that "
+                "one to end: send with the running turn's TurnContext instead"
+            )
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))
         self._locks[key] = (lock, users + 1)
         try:
             async with lock:
-                yield
+                self._holders[key] = task
+                try:
+                    yield
+                finally:
+                    del self._holders[key]
         finally:
             lock, users = self._locks[key]
             if users == 1:
@@ -221,27 +247,32 @@ class TurnPipeline:
     deadline_seconds: float = TURN_DEADLINE_SECONDS
     _locks: ConversationLocks = field(default_factory=ConversationLocks)
 
-    async def run(self, activity: Activity) -> TurnResult:
+    async def run(
+        self, activity: Activity, logic: Logic | None = None, new_context: ContextFactory | None = None
+    ) -> TurnResult:
         """The turn's outcome, within ``deadline_seconds`` (plus ``RELEASE_DEADLINE_SECONDS`` to give the shared
-        lock back) whatever the store does."""
+        lock back) whatever the store does. ``logic`` and ``new_context`` replace the pipeline's own for this turn
+        (a proactive turn runs its callback, with its own identity in the context)."""
         key = lock_key(activity)
         with storage_deadline(self.deadline_seconds):
             async with self._locks.hold(key):
                 shared = SharedLock(self.states.storage, f"{key}/turn-lock")
                 try:
-                    return await self._attempts(activity, shared)
+                    return await self._attempts(activity, shared, logic or self.logic, new_context or self.new_context)
                 finally:
                     with storage_deadline(RELEASE_DEADLINE_SECONDS):
                         await shared.release()
 
-    async def _attempts(self, activity: Activity, shared: SharedLock) -> TurnResult:
+    async def _attempts(
+        self, activity: Activity, shared: SharedLock, logic: Logic, new_context: ContextFactory
+    ) -> TurnResult:
         conflicts = 0
         notices: list[str] = []
         moved_aside: set[str] = set()
         attempts = 0
         while True:
             attempts += 1
-            turn_context = self.new_context(activity)
+            turn_context = new_context(activity)
             turn_context.turn_state[NOTICES_KEY] = notices
             try:
                 records = await self.states.load(turn_context, [shared.key])
@@ -251,7 +282,7 @@ class TurnPipeline:
                     continue
                 for notice in notices:
                     await turn_context.send_activity(notice)
-                error = await self._run_bot(turn_context)
+                error = await self._run_bot(turn_context, logic)
                 if error is not None:
                     return self._bot_error(activity, error, attempts)
                 if not await self.states.save(turn_context):
@@ -287,11 +318,13 @@ class TurnPipeline:
                 )
             except StorageError as err:
                 return self._outage(activity, err, attempts)
+            finally:
+                turn_context.turn_state[CLOSED_KEY] = True
 
-    async def _run_bot(self, turn_context: TurnContext) -> Exception | None:
+    async def _run_bot(self, turn_context: TurnContext, logic: Logic) -> Exception | None:
         """Run middleware and bot; a storage failure propagates, any other exception is returned."""
         try:
-            await self.run_middleware(turn_context, self.logic)
+            await self.run_middleware(turn_context, logic)
         except StorageError:
             raise
         except Exception as error:  # a bug in the bot: reported, never saved
@@ -305,47 +338,58 @@ class TurnPipeline:
             TurnOutcome.BUSY,
             attempts,
         )
-        return TurnResult(TurnOutcome.BUSY, [reply_to(activity, BUSY_TEXT)], attempts)
+        return TurnResult(TurnOutcome.BUSY, [_post(reply_to(activity, BUSY_TEXT))], attempts)
 
     def _outage(self, activity: Activity, error: StorageError, attempts: int) -> TurnResult:
         logger.warning("turn %s: %s: %s", describe(activity), TurnOutcome.STORAGE_UNAVAILABLE, log_text(error))
-        return TurnResult(TurnOutcome.STORAGE_UNAVAILABLE, [reply_to(activity, OUTAGE_TEXT)], attempts, error=error)
+        return TurnResult(
+            TurnOutcome.STORAGE_UNAVAILABLE, [_post(reply_to(activity, OUTAGE_TEXT))], attempts, error=error
+        )
 
     def _unreadable(self, activity: Activity, error: CorruptRecordError, attempts: int) -> TurnResult:
         logger.error("turn %s: %s: %s", describe(activity), TurnOutcome.RECORD_DAMAGED, log_text(error))
-        return TurnResult(TurnOutcome.RECORD_DAMAGED, [reply_to(activity, UNREADABLE_TEXT)], attempts, error=error)
+        return TurnResult(
+            TurnOutcome.RECORD_DAMAGED, [_post(reply_to(activity, UNREADABLE_TEXT))], attempts, error=error
+        )
 
     def _bot_error(self, activity: Activity, error: Exception, attempts: int) -> TurnResult:
         logger.error("turn %s: %s; nothing was saved", describe(activity), TurnOutcome.BOT_ERROR, exc_info=error)
-        replies = [reply_to(activity, BOT_ERROR_TEXT)]
+        replies = [_post(reply_to(activity, BOT_ERROR_TEXT))]
         if activity.channel_id == Channels.emulator:  # the developer's own Emulator sees what went wrong
             replies.append(
-                Activity(
-                    type=ActivityTypes.trace,
-                    name="on_turn_error",
-                    label="TurnError",
-                    value=f"{type(error).__name__}: {error}",
-                    value_type="https://www.botframework.com/schemas/error",
-                    reply_to_id=activity.id,
-                    conversation=activity.conversation,
-                    from_property=activity.recipient,
-                    recipient=activity.from_property,
-                    service_url=activity.service_url,
-                    channel_id=activity.channel_id,
+                _post(
+                    Activity(
+                        type=ActivityTypes.trace,
+                        name="on_turn_error",
+                        label="TurnError",
+                        value=f"{type(error).__name__}: {error}",
+                        value_type="https://www.botframework.com/schemas/error",
+                        reply_to_id=activity.id,
+                        conversation=activity.conversation,
+                        from_property=activity.recipient,
+                        recipient=activity.from_property,
+                        service_url=activity.service_url,
+                        channel_id=activity.channel_id,
+                    )
                 )
             )
         return TurnResult(TurnOutcome.BOT_ERROR, replies, attempts, error=error)
 
 
-def buffered(turn_context: TurnContext) -> list[Activity]:
-    """The turn's replies. ``TurnContext`` keeps those of an expectReplies turn itself, unfiltered."""
-    replies = list(turn_context.turn_state.get(BUFFER_KEY, []))
+def buffered(turn_context: TurnContext) -> list[Outgoing]:
+    """What the turn sends, in order. ``TurnContext`` keeps the replies of an expectReplies turn itself,
+    unfiltered (they go into the HTTP answer; the turn's updates and deletions still go to the serviceUrl)."""
+    outgoing = list(turn_context.turn_state.get(BUFFER_KEY, []))
     for activity in turn_context.buffered_reply_activities:
         if deliverable(activity):
-            replies.append(activity)
+            outgoing.append(_post(activity))
         elif activity.type == ActivityTypes.invoke_response:
             turn_context.turn_state[INVOKE_RESPONSE_KEY] = activity.value
-    return replies
+    return outgoing
+
+
+def _post(activity: Activity) -> Outgoing:
+    return Outgoing(Method.POST, activity)
 
 
 def deliverable(activity: Activity) -> bool:

@@ -10,6 +10,7 @@ app (``app:create_app``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -21,9 +22,10 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 from botbuilder.core import Bot, BotState
+from botframework.connector.auth import ClaimsIdentity
 
 from .adapter import StateBotAdapter
-from .auth import BotAuthentication
+from .auth import BotAuthentication, OnDemandUserTokenClient
 from .http import RequestPolicy, error_response
 from .logs import log_text
 from .replies import ReplySender
@@ -49,8 +51,9 @@ HEARTBEAT_PREFIX = "_heartbeat/"
 
 @dataclass(frozen=True, slots=True)
 class BotRuntime:
-    """Everything a request needs, built once per app start: ``app[RUNTIME]`` (the adapter's
-    ``continue_conversation`` is how a bot sends a proactive message)."""
+    """Everything a request needs, built once per app start: ``app[RUNTIME]``. The adapter is how a bot starts
+    turns itself: ``await app[RUNTIME].adapter.continue_conversation(reference, callback)`` sends a proactive
+    message (``hosting.adapter`` says what it does and raises)."""
 
     storage: StateStorage
     adapter: StateBotAdapter
@@ -189,6 +192,10 @@ async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
                 TurnStates.of(states),
                 ReplySender(session, authentication.outgoing_token),
                 retries=settings.turn_retries,
+                user_tokens=OnDemandUserTokenClient(
+                    functools.partial(authentication.create_user_token_client, ClaimsIdentity({}, True)),
+                    settings.oauth_url,
+                ),
             )
             app[RUNTIME] = BotRuntime(storage=storage, adapter=adapter, authentication=authentication)
             cleanup = asyncio.create_task(_remove_expired_records(storage)) if storage.expiry_cleanup else None

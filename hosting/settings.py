@@ -22,7 +22,7 @@ from .storage.registry import BACKENDS, SqliteSettings, StoreSettings, Variables
 APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
-# The Bot Framework public cloud. Sovereign clouds (and tests) set these five by the names Bot Framework apps use
+# The Bot Framework public cloud. Sovereign clouds (and tests) set these six by the names Bot Framework apps use
 # in their appsettings; each one left unset keeps its public-cloud value.
 PUBLIC_CLOUD = {
     "ToBotFromChannelTokenIssuer": "https://api.botframework.com",
@@ -30,6 +30,8 @@ PUBLIC_CLOUD = {
     "ToBotFromEmulatorOpenIdMetadataUrl": "https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration",
     "ToChannelFromBotLoginUrl": "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token",
     "ToChannelFromBotOAuthScope": "https://api.botframework.com",
+    # The user token service OAuthPrompt signs users in with (the SDK's AuthenticationConstants.OAUTH_URL).
+    "OAuthUrl": "https://api.botframework.com",
 }
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 
@@ -62,6 +64,7 @@ class HostSettings:
     to_bot_from_emulator_openid_metadata_url: str = PUBLIC_CLOUD["ToBotFromEmulatorOpenIdMetadataUrl"]
     to_channel_from_bot_login_url: str = PUBLIC_CLOUD["ToChannelFromBotLoginUrl"]
     to_channel_from_bot_oauth_scope: str = PUBLIC_CLOUD["ToChannelFromBotOAuthScope"]
+    oauth_url: str = PUBLIC_CLOUD["OAuthUrl"]
     max_body_bytes: int = 1024 * 1024
     request_timeout_seconds: float = 15.0
     #: /readyz checks the store (a write) at most this often per process; calls in between get the last result.
@@ -172,6 +175,7 @@ def read_host_settings[S: HostSettings](
         to_bot_from_emulator_openid_metadata_url=cloud["ToBotFromEmulatorOpenIdMetadataUrl"],
         to_channel_from_bot_login_url=cloud["ToChannelFromBotLoginUrl"],
         to_channel_from_bot_oauth_scope=cloud["ToChannelFromBotOAuthScope"],
+        oauth_url=cloud["OAuthUrl"],
         max_body_bytes=max_body_bytes,
         request_timeout_seconds=request_timeout_seconds,
         ready_check_seconds=ready_check_seconds,

@@ -69,18 +69,30 @@ class TurnStates:
         return cls(storage, states)
 
     def keys(self, turn_context: TurnContext) -> list[str]:
-        return [state.get_storage_key(turn_context) for state in self.states]
+        return [key for _, key in self._keyed(turn_context)]
+
+    def _keyed(self, turn_context: TurnContext) -> list[tuple[BotState, str]]:
+        """The states this turn has a record of, with their keys. A turn without a user (a proactive turn whose
+        reference names none, the first turn of a conversation the bot created) has no UserState and no
+        PrivateConversationState: using them in it raises ``MissingIdError``."""
+        keyed = []
+        for state in self.states:
+            try:
+                keyed.append((state, state.get_storage_key(turn_context)))
+            except MissingIdError:
+                continue
+        return keyed
 
     async def load(self, turn_context: TurnContext, extra_keys: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
         """Put every state in the turn's cache; return the records of ``extra_keys`` that exist."""
-        keys = self.keys(turn_context)
+        keyed = self._keyed(turn_context)
         stamps: dict[str, int] = {}
-        records = await self.storage.read([*keys, *extra_keys], stamps=stamps)
+        records = await self.storage.read([*(key for _, key in keyed), *extra_keys], stamps=stamps)
         turn_context.turn_state[STAMPS_KEY] = stamps
         turn_context.turn_state[LOADED_KEY] = True
         if logger.isEnabledFor(logging.DEBUG):  # the key list is not built on every turn for nothing
-            logger.debug("loaded %d of %d records: %s", len(records), len(keys) + len(extra_keys), _shown(records))
-        for state, key in zip(self.states, keys, strict=True):
+            logger.debug("loaded %d of %d records: %s", len(records), len(keyed) + len(extra_keys), _shown(records))
+        for state, key in keyed:
             turn_context.turn_state[_cache_key(state)] = _CachedState(records.get(key) or {})
         return {key: records[key] for key in extra_keys if key in records}
 
@@ -102,7 +114,7 @@ class TurnStates:
         deleted: dict[str, str] = turn_context.turn_state.get(DELETE_KEY, {})
         deleted_states: set[str] = turn_context.turn_state.get(DELETED_STATES_KEY, set())
         stamps: dict[str, int] = turn_context.turn_state.get(STAMPS_KEY, {})
-        own = list(zip(self.states, self.keys(turn_context), strict=True))
+        own = self._keyed(turn_context)
         own_keys = {key for _, key in own}
         changes: dict[str, object] = {key: Delete(e_tag) for key, e_tag in deleted.items() if key not in own_keys}
         changes.update({key: Delete(deleted[key]) for _, key in reversed(own) if key in deleted})
@@ -270,10 +282,14 @@ def hold(turn_context: TurnContext) -> None:
     turn_context.turn_state[HOLD_KEY] = True
 
 
+class MissingIdError(TypeError):
+    """The turn's activity lacks an id a state's key is made of (the SDK's states raise TypeError too)."""
+
+
 def _required(value: str | None, name: str) -> str:
-    # The SDK's states raise TypeError for a missing id too; hosting.http refuses such requests before a turn.
+    # hosting.http refuses such requests before a turn; only a proactive turn can lack an id (its reference's).
     if not value:
-        raise TypeError(f"invalid activity: missing {name}")
+        raise MissingIdError(f"this turn's activity has no {name}, so it has no record of this state")
     return value
 
 

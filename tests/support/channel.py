@@ -1,8 +1,12 @@
 """A stand-in for the Bot Framework channel side, used by the HTTP tests.
 
 ``FakeChannel`` is a tiny aiohttp server that plays the role of the activity's ``serviceUrl``: the bot POSTs its
-replies there in the normal delivery mode, exactly as it does to the Emulator. ``Conversation`` sends activities
-to the bot over real HTTP the way the Emulator does and returns what came back, in either delivery mode.
+replies there in the normal delivery mode, exactly as it does to the Emulator, and updates (PUT), deletes
+(DELETE) and creates conversations (``POST /v3/conversations``) as the Bot Connector API defines them. It also
+stands in for the Bot Framework token service (``OAuthUrl``; the real one is not reachable from here):
+``/api/usertoken/GetToken``, ``/api/botsignin/GetSignInResource`` and ``/api/usertoken/SignOut``.
+``Conversation`` sends activities to the bot over real HTTP the way the Emulator does and returns what came back,
+in either delivery mode.
 """
 
 from __future__ import annotations
@@ -35,18 +39,40 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
 
 
 class FakeChannel:
-    """Records every activity the bot sends to ``/v3/conversations/{id}/activities[/{replyToId}]``."""
+    """Records every activity the bot sends to ``/v3/conversations/{id}/activities[/{replyToId}]``, and every
+    other request it makes (see the module docstring).
 
-    def __init__(self) -> None:
+    ``events`` (shared with a store that records its writes, say) gets one line per request as it arrives:
+    ``"channel: POST /v3/..."``. Methods in ``failing`` are answered 502. The token service signs users in from
+    ``user_tokens`` (``(user id, connection name) -> token``) and ``magic_codes`` (``code -> token``, granted to
+    whoever sends the code).
+    """
+
+    def __init__(self, events: list[str] | None = None) -> None:
         self.received: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.answered_ids: list[str] = []
+        self.updates: list[tuple[str, str, dict[str, Any]]] = []
+        self.deletions: list[tuple[str, str]] = []
+        self.created: list[dict[str, Any]] = []
+        self.events = events if events is not None else []
+        self.failing: set[str] = set()
+        self.user_tokens: dict[tuple[str, str], str] = {}
+        self.magic_codes: dict[str, str] = {}
+        self.token_calls: list[tuple[str, dict[str, str], str | None]] = []
         self._runner: web.AppRunner | None = None
         self.url = ""
 
     async def start(self) -> None:
         app = web.Application()
+        app.router.add_post("/v3/conversations", self._create)
         app.router.add_post("/v3/conversations/{conversation}/activities", self._receive)
         app.router.add_post("/v3/conversations/{conversation}/activities/{reply_to}", self._receive)
+        app.router.add_put("/v3/conversations/{conversation}/activities/{activity}", self._update)
+        app.router.add_delete("/v3/conversations/{conversation}/activities/{activity}", self._delete)
+        app.router.add_get("/api/usertoken/GetToken", self._get_token)
+        app.router.add_get("/api/botsignin/GetSignInResource", self._sign_in_resource)
+        app.router.add_delete("/api/usertoken/SignOut", self._sign_out)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -58,11 +84,71 @@ class FakeChannel:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    def _arrived(self, request: web.Request) -> web.Response | None:
+        """Record the request; the 502 answer when its method is failing."""
+        self.requests.append((request.method, request.path, dict(request.headers)))
+        self.events.append(f"channel: {request.method} {request.path}")
+        if request.method in self.failing:
+            return web.json_response({"error": {"code": "ServiceError", "message": "failing"}}, status=502)
+        return None
+
     async def _receive(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.requests.append((request.method, request.path, dict(request.headers)))
+        refused = self._arrived(request)
+        if refused is not None:
+            return refused
         self.received.append(body)
-        return web.json_response({"id": str(uuid.uuid4())})
+        activity_id = str(uuid.uuid4())
+        self.answered_ids.append(activity_id)
+        return web.json_response({"id": activity_id})
+
+    async def _update(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        refused = self._arrived(request)
+        if refused is not None:
+            return refused
+        self.updates.append((request.match_info["conversation"], request.match_info["activity"], body))
+        return web.json_response({"id": request.match_info["activity"]})
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        refused = self._arrived(request)
+        if refused is not None:
+            return refused
+        self.deletions.append((request.match_info["conversation"], request.match_info["activity"]))
+        return web.Response(status=200)
+
+    async def _create(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        refused = self._arrived(request)
+        if refused is not None:
+            return refused
+        self.created.append(body)
+        return web.json_response({"id": f"created-{len(self.created)}", "activityId": f"first-{len(self.created)}"})
+
+    def _token_call(self, request: web.Request) -> dict[str, str]:
+        query = dict(request.query)
+        self.token_calls.append((request.path, query, request.headers.get("Authorization")))
+        return query
+
+    async def _get_token(self, request: web.Request) -> web.Response:
+        query = self._token_call(request)
+        key = (query.get("userId", ""), query.get("connectionName", ""))
+        code = query.get("code")
+        if code is not None and code in self.magic_codes:
+            self.user_tokens[key] = self.magic_codes.pop(code)
+        token = self.user_tokens.get(key)
+        if token is None:
+            return web.json_response({"error": {"code": "NotFound", "message": "no token"}}, status=404)
+        return web.json_response({"channelId": query.get("channelId"), "connectionName": key[1], "token": token})
+
+    async def _sign_in_resource(self, request: web.Request) -> web.Response:
+        self._token_call(request)
+        return web.json_response({"signInLink": f"{self.url}sign-in/{len(self.token_calls)}"})
+
+    async def _sign_out(self, request: web.Request) -> web.Response:
+        query = self._token_call(request)
+        self.user_tokens.pop((query.get("userId", ""), query.get("connectionName", "")), None)
+        return web.Response(status=200)
 
     def take(self) -> list[dict[str, Any]]:
         taken, self.received = self.received, []
