@@ -1,8 +1,9 @@
 """The engine: everything between an HTTP request and a bot's turn, and the stores its state lives in.
 
 A bot built on it (``bots/``, ``dialogs/``, ``data_models/``) uses only these names; everything else in this
-package is the engine's own business, explained in hosting/README.md (where one turn goes, its outcomes, the
-storage backends, and what it fixes in botbuilder 4.17.1).
+package is the engine's own business, explained in its modules' docstrings: where one turn goes and its outcomes
+(``adapter``, ``pipeline``), the storage backends (``storage``), and what it fixes in botbuilder 4.17.1
+(``adapter``, ``auth``, ``dialog_stack``). README.md's "How the code is laid out" has the map.
 """
 
 from .adapter import StateBotAdapter
