@@ -266,7 +266,13 @@ async def test_a_failing_readyz_shows_no_internals_and_logs_one_warning_per_inte
         answers = [await _ready(http, base) for _ in range(5)]
 
         assert answers == [(503, {"status": "unavailable", "storage": "sqlite", "reason": "storage_error"})] * 5
-        warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+        # Only the readiness check's: the store's first maintenance round, started with the app, may meet the moved
+        # file too and say so in a warning of its own.
+        warnings = [
+            record.getMessage()
+            for record in caplog.records
+            if record.levelno == logging.WARNING and record.getMessage().startswith("readiness check failed")
+        ]
         assert len(warnings) == 1
         assert str(settings.store.path) in warnings[0]
         assert warnings[0].endswith("(0 more failed checks since the last report)")
