@@ -1,8 +1,9 @@
 """The engine: everything between an HTTP request and a bot's turn, and the stores its state lives in.
 
-A bot built on it (``bots/``, ``dialogs/``, ``data_models/``) uses only these names; everything else in this
-package is the engine's own business, explained in hosting/README.md (where one turn goes, its outcomes, the
-storage backends, and what it fixes in botbuilder 4.17.1).
+A bot built on it (``bots/``, ``dialogs/``, ``data_models/``, ``config.py``, ``app.py``) uses only these names;
+everything else in this package is the engine's own business, explained in hosting/README.md (where one turn goes
+and its outcomes, several workers, security, the storage backends and their failure modes, and what it fixes in
+botbuilder 4.17.1), which also lists these names with a line each.
 """
 
 from .adapter import OutsideTurnError, ProactiveTurnError, StateBotAdapter

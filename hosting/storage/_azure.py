@@ -1,18 +1,24 @@
 """What the Azure backends (``hosting.storage.blob``, ``hosting.storage.table``, ``hosting.storage.cosmos``) share.
 
-* ``AzureErrors``: turns ``azure.core`` exceptions into ours. Every ``AzureError`` (HTTP errors, connection
-  failures, timeouts, credential failures) becomes a ``StorageError`` naming the backend, the action and the
-  key, with the SDK's exception chained; the backends decide which status codes mean "absent" or "conflict".
-* ``open_credential`` / ``close_credential`` / ``close_quietly``: the managed-identity / developer credential
-  (``AZURE_STORAGE_ACCOUNT_URL``, or ``COSMOS_ENDPOINT`` without a key), and closing what an open that failed
-  made.
-* Timeouts: ``turn_friendly_options`` gives every backend's client the same bounded timeouts; ``open_client`` and
-  ``direct_transport`` put ``connection_timeout`` / ``read_timeout`` on the transport itself, because the
-  Storage SDKs apply those client options only to a transport they build (next to ours they are silently
-  dropped and 300 s applies); ``OPERATION_TIMEOUT_S`` caps one whole operation.
-* ``public_url`` / ``public_host``: an endpoint without what must not be logged (a SAS token, user info).
-* ``Healer``: re-creates a deleted container or table on the next call that fails because of it, at most once
-  per ``HEAL_INTERVAL_S``.
+``AzureStorage`` is their base class, one shape for the three:
+
+* Opening: ``AzureStorage.open(settings, **client_options)`` makes the SDK client (``_connect``, the backend's),
+  makes sure the container or table exists (``_prepare``: probe it, create it when missing), and closes what it
+  made when that fails. The store owns the client and the credential and ``close()`` closes both.
+* Errors: every ``AzureError`` (HTTP errors, connection failures, timeouts, credential failures) becomes a
+  ``StorageError`` naming the backend, the action, the key and the container or table, with the SDK's exception
+  chained (``_fail``); each backend decides which answers mean "absent" or "conflict".
+* Healing: a container or table deleted while the bot runs (or an emulator restarted empty) is re-created by the
+  call that finds it missing (``_is_missing`` says which answers mean that), at most once per ``HEAL_INTERVAL_S``,
+  and that call is tried once more.
+* ``describe()``: ``<where> at <endpoint>``, without what must not be logged (a SAS token, user info, a key).
+
+Also here: ``open_client`` / ``open_credential`` / ``close_credential`` (the managed-identity or developer
+credential: ``AZURE_STORAGE_ACCOUNT_URL``, or ``COSMOS_ENDPOINT`` without a key), and the timeouts:
+``turn_friendly_options`` gives every backend's client the same bounded timeouts; ``open_client`` and
+``direct_transport`` put ``connection_timeout`` / ``read_timeout`` on the transport itself, because the Storage
+SDKs apply those client options only to a transport they build (next to ours they are silently dropped and 300 s
+applies); ``OPERATION_TIMEOUT_S`` caps one whole operation.
 
 The SDK imports stay inside the Azure backends' modules and this one, which are imported only when an Azure
 backend is opened (see ``hosting/storage/registry.py``).
@@ -23,14 +29,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from abc import abstractmethod
+from typing import TYPE_CHECKING, Any, Protocol, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 from azure.core.pipeline.transport import AioHttpTransport
 
-from .base import StorageError
+from .base import StateStorage, StorageError
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -87,22 +93,12 @@ def summarize(err: AzureError) -> str:
     if isinstance(err, HttpResponseError) and err.status_code is not None:
         code = error_code_of(err)
         detail = f" {code}" if code else ""
+        sub_status = getattr(err, "sub_status", None)  # Cosmos DB's, e.g. 1003: the container does not exist
+        if sub_status:
+            detail += f" sub-status {sub_status}"
         return f"HTTP {err.status_code}{detail} ({err.reason or 'no reason given'})"
     first_line = (err.message or type(err).__name__).strip().splitlines()
     return f"{type(err).__name__}: {first_line[0] if first_line else ''}"
-
-
-class AzureErrors:
-    """Builds our errors for one backend instance, e.g. ``AzureErrors("blob", "container 'x'")``."""
-
-    def __init__(self, backend: str, where: str) -> None:
-        self.backend = backend
-        self.where = where
-
-    def error(self, action: str, key: str | None, err: AzureError) -> StorageError:
-        """The StorageError (to raise) for ``action`` on ``key`` that failed with ``err``."""
-        target = f" of {key!r}" if key is not None else ""
-        return StorageError(f"{self.backend} {action}{target} failed on {self.where}: {summarize(err)}")
 
 
 def public_url(url: str) -> str:
@@ -126,6 +122,19 @@ def turn_friendly_options(**retry_options: Any) -> dict[str, Any]:
     operation, retries included.
     """
     return {"connection_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S, **retry_options}
+
+
+def direct_transport(
+    *, connection_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S
+) -> AioHttpTransport:
+    """An HTTP transport with our timeouts that ignores proxy variables and ``~/.netrc`` in the environment.
+
+    When it honours the environment, aiohttp re-reads ``~/.netrc`` in a worker thread before *every* request: a
+    third of the CPU of a whole turn on blob storage (measured: 13.2 -> 8.9 ms per turn). State stores are
+    reached directly (public or private endpoint), so the environment has nothing to add. Each client owns
+    (and closes) its own transport.
+    """
+    return AioHttpTransport(use_env_settings=False, connection_timeout=connection_timeout, read_timeout=read_timeout)
 
 
 async def open_client[C](
@@ -162,95 +171,6 @@ async def open_client[C](
     raise StorageError(f"STORAGE={backend} needs AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL")
 
 
-async def ensure_exists(
-    probe: Callable[[], Awaitable[object]],
-    create: Callable[[], Awaitable[object]],
-    missing_code: str,
-    where: str,
-) -> None:
-    """Check that a container or table answers; create it when the service says ``missing_code``.
-
-    Another instance may create it at the same moment: that is success too. Anything else is a ``StorageError``.
-    """
-    try:
-        await probe()
-        return
-    except AzureError as err:
-        if not (status_of(err) == 404 and error_code_of(err) == missing_code):
-            raise StorageError(f"cannot open {where}: {summarize(err)}") from err
-    try:
-        await create()
-        logger.info("created %s", where)
-    except ResourceExistsError:
-        pass  # another instance created it in the meantime
-    except AzureError as err:
-        raise StorageError(f"cannot create {where}: {summarize(err)}") from err
-
-
-def direct_transport(
-    *, connection_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S
-) -> AioHttpTransport:
-    """An HTTP transport with our timeouts that ignores proxy variables and ``~/.netrc`` in the environment.
-
-    When it honours the environment, aiohttp re-reads ``~/.netrc`` in a worker thread before *every* request: a
-    third of the CPU of a whole turn on blob storage (measured: 13.2 -> 8.9 ms per turn). State stores are
-    reached directly (public or private endpoint), so the environment has nothing to add. Each client owns
-    (and closes) its own transport.
-    """
-    return AioHttpTransport(use_env_settings=False, connection_timeout=connection_timeout, read_timeout=read_timeout)
-
-
-class Healer:
-    """Re-creates a container or table that was deleted (or an emulator restarted empty) while the bot runs.
-
-    ``heal(err)`` looks at the SDK error chained to a ``StorageError``: when the service said ``missing_code``
-    (404 ``ContainerNotFound`` / ``TableNotFound``) it calls ``create`` (an existing one is fine: another
-    instance was quicker) and answers True, so the failed operation is tried once more. Creation is attempted at
-    most once per ``interval`` seconds; concurrent failures wait for the one creation in progress.
-    """
-
-    def __init__(
-        self,
-        create: Callable[[], Awaitable[object]],
-        missing_code: str,
-        where: str,
-        interval: float = HEAL_INTERVAL_S,
-        is_missing: Callable[[BaseException], bool] | None = None,
-    ) -> None:
-        self._create = create
-        self._missing_code = missing_code
-        self._where = where
-        self._interval = interval
-        self._is_missing = is_missing or self._has_missing_code
-        self._lock = asyncio.Lock()
-        self._last_attempt: float | None = None
-        self._last_succeeded = False
-
-    def _has_missing_code(self, cause: BaseException) -> bool:
-        return isinstance(cause, AzureError) and status_of(cause) == 404 and error_code_of(cause) == self._missing_code
-
-    async def heal(self, err: StorageError) -> bool:
-        cause = err.__cause__
-        if cause is None or not self._is_missing(cause):
-            return False
-        async with self._lock:
-            now = time.monotonic()
-            if self._last_attempt is not None and now - self._last_attempt < self._interval:
-                return self._last_succeeded  # re-created a moment ago (or failing): do not hammer the service
-            self._last_attempt = now
-            self._last_succeeded = False
-            try:
-                await self._create()
-            except ResourceExistsError:
-                pass  # another instance re-created it first
-            except AzureError as create_err:
-                logger.warning("%s is missing and could not be re-created: %s", self._where, summarize(create_err))
-                return False
-            self._last_succeeded = True
-            logger.warning("%s was missing (deleted, or the service restarted empty): re-created it", self._where)
-            return True
-
-
 def open_credential() -> AsyncTokenCredential:
     """``DefaultAzureCredential``: managed identity in Azure, environment or developer sign-in elsewhere."""
     from azure.identity.aio import DefaultAzureCredential
@@ -268,11 +188,121 @@ async def close_credential(credential: AsyncTokenCredential | None) -> None:
         logger.warning("closing the Azure credential failed: %s", err)
 
 
-async def close_quietly(what: str, client: Any, credential: AsyncTokenCredential | None) -> None:
-    """Close a client (and its credential) that an open which failed made; a close failure must not hide why the
-    open failed, so it is logged, not raised. ``what`` names the backend in the log line."""
-    try:
-        await client.close()
-    except (AzureError, OSError):
-        logger.warning("%s: closing the client after a failed open also failed", what, exc_info=True)
-    await close_credential(credential)
+class AzureStorage[Target](StateStorage):
+    """Base of the Azure backends: one SDK client on one container or table (``Target`` says where it is).
+
+    A backend provides ``_connect`` (the client, from its settings), ``_create`` (make the container or table),
+    ``_is_missing`` (which SDK errors mean it is gone), ``_probe`` (does it answer) or its own ``_prepare``, and
+    the storage primitives, in which it turns SDK errors into ours with ``_fail``.
+    """
+
+    operation_timeout = OPERATION_TIMEOUT_S
+
+    def __init__(self, client: Any, *, credential: AsyncTokenCredential | None, where: str, endpoint: str) -> None:
+        """Wrap a ready ``client`` on the container or table ``where`` names (``"table 'x' in storage account
+        'y'"``) at ``endpoint`` (safe to log); the store owns ``client`` and ``credential`` and closes them."""
+        self._client = client
+        self._credential = credential
+        self._where = where
+        self._endpoint = endpoint
+        self._heal_lock = asyncio.Lock()
+        self._last_heal: float | None = None
+        self._last_heal_succeeded = False
+
+    @classmethod
+    async def open(cls, settings: Target, **client_options: Any) -> Self:
+        """Connect to the container or table ``settings`` name, creating it if missing, and check that it answers.
+
+        ``client_options`` go to the SDK client over the backend's defaults (``turn_friendly_options``). Raises
+        ``StorageError`` when the settings are unusable or the container or table cannot be reached or created.
+        """
+        storage = await cls._connect(settings, client_options)
+        try:
+            await storage._prepare()
+        except BaseException:
+            try:
+                await storage.close()
+            except (AzureError, OSError):  # logged, not raised: it must not hide why the open failed
+                logger.warning("%s: closing the client after a failed open also failed", cls.name, exc_info=True)
+            raise
+        return storage
+
+    def describe(self) -> str:
+        return f"{self._where} at {self._endpoint}"
+
+    # -- shared machinery --------------------------------------------------------------------------------------
+
+    def _fail(self, action: str, key: str, err: AzureError) -> StorageError:
+        """The ``StorageError`` (to raise, chained to ``err``) for ``action`` on ``key`` that failed with ``err``."""
+        gone = ": it does not exist" if self._is_missing(err) else ""
+        return StorageError(f"{self.name} {action} of {key!r} failed on {self._where}: {summarize(err)}{gone}")
+
+    async def _prepare(self) -> None:
+        """Check that the container or table answers; create it when the service says it is missing (another
+        instance creating it at the same moment is success too). Anything else is a ``StorageError``."""
+        try:
+            await self._probe()
+            return
+        except AzureError as err:
+            if not self._is_missing(err):
+                raise StorageError(f"cannot open {self.describe()}: {summarize(err)}") from err
+        try:
+            await self._create()
+            logger.info("created %s", self.describe())
+        except ResourceExistsError:
+            pass  # another instance created it in the meantime
+        except AzureError as err:
+            raise StorageError(f"cannot create {self.describe()}: {summarize(err)}") from err
+
+    async def _heal(self, err: StorageError) -> bool:
+        """Re-create the container or table when ``err`` says it is missing; at most once per ``HEAL_INTERVAL_S``,
+        and concurrent failures wait for the one creation in progress."""
+        cause = err.__cause__
+        if not (isinstance(cause, AzureError) and self._is_missing(cause)):
+            return False
+        async with self._heal_lock:
+            now = time.monotonic()
+            if self._last_heal is not None and now - self._last_heal < HEAL_INTERVAL_S:
+                return self._last_heal_succeeded  # re-created a moment ago (or failing): do not hammer the service
+            self._last_heal = now
+            self._last_heal_succeeded = False
+            try:
+                await self._create()
+            except ResourceExistsError:
+                pass  # another instance re-created it first
+            except AzureError as create_err:
+                logger.warning("%s is missing and could not be re-created: %s", self._where, summarize(create_err))
+                return False
+            self._last_heal_succeeded = True
+            logger.warning("%s was missing (deleted, or the service restarted empty): re-created it", self._where)
+            return True
+
+    async def _close(self) -> None:
+        try:
+            await self._client.close()
+        finally:
+            await close_credential(self._credential)
+
+    # -- what an Azure backend provides ------------------------------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    async def _connect(cls, settings: Target, client_options: dict[str, Any]) -> Self:
+        """A store with a new client for ``settings`` (``client_options`` over the backend's defaults); no request
+        is sent yet. ``StorageError`` for unusable settings."""
+        raise NotImplementedError
+
+    async def _probe(self) -> object:
+        """For the default ``_prepare``: one cheap request that succeeds when the container or table exists and
+        answers, and raises the SDK's error otherwise."""
+        raise NotImplementedError
+
+    @abstractmethod
+    async def _create(self) -> object:
+        """Create the container or table (``ResourceExistsError`` or success when it already exists)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def _is_missing(self, err: AzureError) -> bool:
+        """Whether ``err`` says the container or table itself does not exist (not just a record)."""
+        raise NotImplementedError

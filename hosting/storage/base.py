@@ -2,10 +2,11 @@
 
 ``StateStorage`` is a ``botbuilder.core.Storage`` (``read`` / ``write`` / ``delete`` of dicts keyed by string)
 with the semantics the SDK leaves open pinned down. The public methods live here once; each documents its
-contract. A backend implements the private primitives at the bottom of the class (``_load_many`` or
-``_load``, ``_insert``, ``_replace``, ``_upsert``, ``_remove``, ``_move``, ``_ping``, ``_close``; atomic
-backends also ``_write_atomic``; optionally ``_compact``, ``_heal``, ``_check_record``, ``_remove_expired``),
-whose docstrings say what each must do.
+contract. A backend implements the private primitives at the bottom of the class, whose docstrings say what each
+must do: ``_load_many`` or ``_load``, ``_remove``, ``_move`` and ``_close``; then, where ``atomic_writes`` is true,
+``_write_atomic``, and elsewhere ``_insert``, ``_replace``, ``_upsert`` and ``_remove_if``; optionally
+``_load_raw``, ``_compact``, ``_heal``, ``_check_record`` and (where ``expiry_cleanup`` is true)
+``_remove_expired``.
 
 Summary:
 
@@ -425,11 +426,6 @@ class StateStorage(Storage):
         self._check_open()
         await self._run("compact", self._compact)
 
-    async def ping(self) -> None:
-        """Raise ``StorageError`` unless the store answers right now (and ``StorageError`` once closed)."""
-        self._check_open()
-        await self._run("ping", self._ping)
-
     async def close(self) -> None:
         """Release connections and clients. Idempotent; afterwards every other method raises ``StorageError``."""
         if self._closed:
@@ -510,6 +506,9 @@ class StateStorage(Storage):
         ]
 
     async def _write_one(self, write: PendingWrite) -> str:
+        """One key's write with the primitive its condition calls for; the new e_tag ("" for a delete)."""
+        if self.atomic_writes:
+            return (await self._write_atomic([write]))[0]
         if write.delete:
             if write.e_tag == ANY_E_TAG:
                 await self._remove(write.key)
@@ -537,25 +536,26 @@ class StateStorage(Storage):
         """Fetch one record, or None when absent. Only needed when ``_load_many`` is not overridden."""
         raise NotImplementedError
 
-    @abstractmethod
-    async def _insert(self, key: str, document: str) -> str:
-        """Create ``key`` with ``document``; ``ETagConflictError`` if it exists. Return the new e_tag."""
-        raise NotImplementedError
-
-    @abstractmethod
-    async def _replace(self, key: str, document: str, e_tag: str) -> str:
-        """Overwrite ``key`` if its e_tag is still ``e_tag``, else ``ETagConflictError`` (also when absent)."""
-        raise NotImplementedError
-
-    @abstractmethod
-    async def _upsert(self, key: str, document: str) -> str:
-        """Create or overwrite ``key`` unconditionally. Return the new e_tag."""
-        raise NotImplementedError
-
     async def _write_atomic(self, writes: list[PendingWrite]) -> list[str]:
-        """Only for ``atomic_writes`` backends: apply every write (conditions as ``_insert`` / ``_replace`` /
-        ``_upsert``) in one transaction, returning the new e_tags in order. On any conflict or failure nothing
-        is written and the error is raised."""
+        """Only where ``atomic_writes`` is true, and then every write goes through it (one key's too): apply every
+        write in one transaction, each with its condition (``e_tag`` None: create-only, ``"*"``: unconditional,
+        else only if the record still has that e_tag; ``delete`` as ``Delete``), and return the new e_tags in
+        order (``""`` for a delete). On any conflict (``ETagConflictError``) or failure nothing is written."""
+        raise NotImplementedError
+
+    async def _insert(self, key: str, document: str) -> str:
+        """Only where ``atomic_writes`` is false: create ``key`` with ``document``; ``ETagConflictError`` if it
+        exists. Return the new e_tag."""
+        raise NotImplementedError
+
+    async def _replace(self, key: str, document: str, e_tag: str) -> str:
+        """Only where ``atomic_writes`` is false: overwrite ``key`` if its e_tag is still ``e_tag``, else
+        ``ETagConflictError`` (also when absent). Return the new e_tag."""
+        raise NotImplementedError
+
+    async def _upsert(self, key: str, document: str) -> str:
+        """Only where ``atomic_writes`` is false: create or overwrite ``key`` unconditionally. Return the new
+        e_tag."""
         raise NotImplementedError
 
     @abstractmethod
@@ -564,8 +564,8 @@ class StateStorage(Storage):
         raise NotImplementedError
 
     async def _remove_if(self, key: str, e_tag: str) -> None:
-        """Only for backends without ``atomic_writes`` (the others delete in ``_write_atomic``): delete ``key`` if
-        its e_tag is still ``e_tag``; ``ETagConflictError`` if it changed; absent is fine."""
+        """Only where ``atomic_writes`` is false (the others delete in ``_write_atomic``): delete ``key`` if its
+        e_tag is still ``e_tag``; ``ETagConflictError`` if it changed; absent is fine."""
         raise NotImplementedError
 
     async def _load_raw(self, key: str) -> str | None:
@@ -579,11 +579,6 @@ class StateStorage(Storage):
         """Rename ``key``'s record to ``new_key`` keeping its stored bytes exactly (no decoding: it may be
         damaged), and remove ``key``. False when ``key`` is absent. If the record changes meanwhile, raise
         ``ETagConflictError`` and leave it in place (a leftover copy under ``new_key`` is acceptable)."""
-        raise NotImplementedError
-
-    @abstractmethod
-    async def _ping(self) -> None:
-        """Raise ``StorageError`` unless the store answers right now."""
         raise NotImplementedError
 
     @abstractmethod

@@ -26,30 +26,25 @@ Semantics (see ``hosting.storage.base``)
 from __future__ import annotations
 
 import json
-import logging
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
 from azure.storage.blob import ContentSettings
-from azure.storage.blob.aio import BlobClient, ContainerClient, LinearRetry
+from azure.storage.blob.aio import BlobClient, ContainerClient, LinearRetry, StorageStreamDownloader
 
 from ._azure import (
-    OPERATION_TIMEOUT_S,
     REAL_KEY,
     AzureAccount,
-    AzureErrors,
-    Healer,
-    close_credential,
-    ensure_exists,
+    AzureStorage,
     error_code_of,
     open_client,
     public_url,
     status_of,
     turn_friendly_options,
 )
-from .base import CorruptRecordError, ETagConflictError, StateStorage, StorageError, StoredRecord
+from .base import CorruptRecordError, ETagConflictError, StoredRecord
 from .keys import escape_blob_name
 
 if TYPE_CHECKING:
@@ -63,8 +58,6 @@ class BlobTarget(AzureAccount, Protocol):
     def container(self) -> str: ...
 
 
-logger = logging.getLogger(__name__)
-
 BLOB_CLIENT_CACHE_SIZE = 1024
 _CONTENT_SETTINGS = ContentSettings(content_type="application/json; charset=utf-8")
 
@@ -74,30 +67,54 @@ def _envelope(name: str, key: str, document: str) -> bytes:
     return f'{head[:-1]},"document":{document}}}'.encode()
 
 
-class BlobStorage(StateStorage):
-    """State in one blob container. Takes a ready ``ContainerClient`` and owns it (and ``credential``)."""
+def _absent(err: AzureError) -> bool:
+    return status_of(err) == 404 and error_code_of(err) == "BlobNotFound"
+
+
+class BlobStorage(AzureStorage[BlobTarget]):
+    """State in one blob container. Takes a ready ``ContainerClient`` and owns it (and ``credential``).
+
+    Open one with ``BlobStorage.open(settings)``: ``AZURE_STORAGE_CONNECTION_STRING`` when set, else
+    ``AZURE_STORAGE_ACCOUNT_URL`` (the account's blob endpoint, ``https://<account>.blob.core.windows.net``) with
+    ``DefaultAzureCredential``.
+    """
 
     name = "blob"
 
-    operation_timeout = OPERATION_TIMEOUT_S
-
     def __init__(self, container: ContainerClient, *, credential: AsyncTokenCredential | None = None) -> None:
+        super().__init__(
+            container,
+            credential=credential,
+            where=f"blob container {container.container_name!r} in storage account {container.account_name!r}",
+            endpoint=public_url(container.url),
+        )
         self._container = container
-        self._credential = credential
-        self._errors = AzureErrors(self.name, f"container {container.container_name!r}")
-        self._healer = Healer(container.create_container, "ContainerNotFound", self.describe())
         # Building a BlobClient costs more CPU than the request it makes; active conversations reuse theirs.
         self._blobs: OrderedDict[str, BlobClient] = OrderedDict()
 
+    @classmethod
+    async def _connect(cls, settings: BlobTarget, client_options: dict[str, Any]) -> Self:
+        # A short linear retry instead of the SDK's exponential one (15 s, 24 s, 42 s).
+        retry = LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=2)
+        options = {**turn_friendly_options(retry_policy=retry), **client_options}
+        container, credential = await open_client(settings, "blob", ContainerClient, settings.container, options)
+        return cls(container, credential=credential)
+
+    async def _probe(self) -> object:
+        return await self._container.get_container_properties()
+
+    async def _create(self) -> object:
+        return await self._container.create_container()
+
+    def _is_missing(self, err: AzureError) -> bool:
+        return status_of(err) == 404 and error_code_of(err) == "ContainerNotFound"
+
     async def _load(self, key: str) -> StoredRecord | None:
         name = self._blob_name(key)
-        try:
-            download = await self._blob(name).download_blob(max_concurrency=1)
-            content = await download.readall()
-        except AzureError as err:
-            if status_of(err) == 404 and error_code_of(err) == "BlobNotFound":
-                return None
-            raise self._errors.error("read", key, err) from err
+        found = await self._download(name, key, "read")
+        if found is None:
+            return None
+        download, content = found
         return StoredRecord(self._unwrap(name, key, content), str(download.properties.etag))
 
     async def _insert(self, key: str, document: str) -> str:
@@ -106,29 +123,28 @@ class BlobStorage(StateStorage):
         except AzureError as err:
             if status_of(err) in (409, 412) and error_code_of(err) in ("BlobAlreadyExists", "ConditionNotMet"):
                 raise ETagConflictError(f"blob: {key!r} was created by another writer") from err
-            raise self._errors.error("create", key, err) from err
+            raise self._fail("create", key, err) from err
 
     async def _replace(self, key: str, document: str, e_tag: str) -> str:
         try:
             return await self._upload(key, document, etag=e_tag, match_condition=MatchConditions.IfNotModified)
         except AzureError as err:
-            if status_of(err) == 412 or (status_of(err) == 404 and error_code_of(err) == "BlobNotFound"):
+            if status_of(err) == 412 or _absent(err):
                 raise ETagConflictError(f"blob: {key!r} changed or was deleted since it was read") from err
-            raise self._errors.error("write", key, err) from err
+            raise self._fail("write", key, err) from err
 
     async def _upsert(self, key: str, document: str) -> str:
         try:
             return await self._upload(key, document)
         except AzureError as err:
-            raise self._errors.error("write", key, err) from err
+            raise self._fail("write", key, err) from err
 
     async def _remove(self, key: str) -> None:
         try:
             await self._container.delete_blob(self._blob_name(key), delete_snapshots="include")
         except AzureError as err:
-            if status_of(err) == 404 and error_code_of(err) == "BlobNotFound":
-                return
-            raise self._errors.error("delete", key, err) from err
+            if not _absent(err):
+                raise self._fail("delete", key, err) from err
 
     async def _remove_if(self, key: str, e_tag: str) -> None:
         try:
@@ -139,10 +155,10 @@ class BlobStorage(StateStorage):
                 match_condition=MatchConditions.IfNotModified,
             )
         except AzureError as err:
-            if status_of(err) == 404 and error_code_of(err) == "BlobNotFound":
+            if _absent(err):
                 return
             if status_of(err) != 412:
-                raise self._errors.error("delete", key, err) from err
+                raise self._fail("delete", key, err) from err
             # Azurite answers 412 for a blob that is gone too; gone is what a delete wants.
             if await self._exists(key):
                 raise ETagConflictError(f"blob: {key!r} changed since it was read, so it was not deleted") from err
@@ -151,28 +167,18 @@ class BlobStorage(StateStorage):
         try:
             return bool(await self._blob(self._blob_name(key)).exists())
         except AzureError as err:
-            raise self._errors.error("read", key, err) from err
+            raise self._fail("read", key, err) from err
 
     async def _load_raw(self, key: str) -> str | None:
-        name = self._blob_name(key)
-        try:
-            download = await self._blob(name).download_blob(max_concurrency=1)
-            content = await download.readall()
-        except AzureError as err:
-            if status_of(err) == 404 and error_code_of(err) == "BlobNotFound":
-                return None
-            raise self._errors.error("read", key, err) from err
-        return content.decode("utf-8", "replace")
+        found = await self._download(self._blob_name(key), key, "read")
+        return None if found is None else found[1].decode("utf-8", "replace")
 
     async def _move(self, key: str, new_key: str) -> bool:
         name, new_name = self._blob_name(key), self._blob_name(new_key)
-        try:
-            download = await self._blob(name).download_blob(max_concurrency=1)
-            content = await download.readall()
-        except AzureError as err:
-            if status_of(err) == 404 and error_code_of(err) == "BlobNotFound":
-                return False
-            raise self._errors.error("move aside", key, err) from err
+        found = await self._download(name, key, "move aside")
+        if found is None:
+            return False
+        download, content = found
         try:
             await self._blob(new_name).upload_blob(
                 content, overwrite=False, content_settings=download.properties.content_settings, max_concurrency=1
@@ -183,30 +189,8 @@ class BlobStorage(StateStorage):
         except AzureError as err:
             if status_of(err) in (404, 409, 412) and error_code_of(err) != "ContainerNotFound":
                 raise ETagConflictError(f"blob: {key!r} changed while it was being moved aside") from err
-            raise self._errors.error("move aside", key, err) from err
+            raise self._fail("move aside", key, err) from err
         return True
-
-    async def _ping(self) -> None:
-        try:
-            await self._container.get_container_properties()
-        except AzureError as err:
-            raise self._errors.error("ping", None, err) from err
-
-    async def _heal(self, err: StorageError) -> bool:
-        return await self._healer.heal(err)
-
-    async def _close(self) -> None:
-        try:
-            await self._container.close()
-        finally:
-            await close_credential(self._credential)
-
-    def describe(self) -> str:
-        container = self._container
-        return (
-            f"blob container {container.container_name!r} in storage account {container.account_name!r} "
-            f"at {public_url(container.url)}"
-        )
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
@@ -220,6 +204,16 @@ class BlobStorage(StateStorage):
     def _blob_name(self, key: str) -> str:
         self._check_open()
         return escape_blob_name(key)
+
+    async def _download(self, name: str, key: str, action: str) -> tuple[StorageStreamDownloader[bytes], bytes] | None:
+        """The blob ``name`` (of ``key``) and its bytes, or None when it does not exist."""
+        try:
+            download = await self._blob(name).download_blob(max_concurrency=1)
+            return download, await download.readall()
+        except AzureError as err:
+            if _absent(err):
+                return None
+            raise self._fail(action, key, err) from err
 
     async def _upload(self, key: str, document: str, *, overwrite: bool = True, **conditions: Any) -> str:
         """Upload the record; ``overwrite=False`` adds ``If-None-Match: *``, ``conditions`` add ``If-Match``."""
@@ -246,31 +240,3 @@ class BlobStorage(StateStorage):
                 key, f"blob: {name!r} holds the record of {envelope.get(REAL_KEY)!r}, not of {key!r}; left untouched"
             )
         return json.dumps(envelope["document"], ensure_ascii=False, separators=(",", ":"))
-
-
-async def open_blob_storage(settings: BlobTarget, **client_options: Any) -> BlobStorage:
-    """Connect to ``settings.container`` (creating it if missing) and check that it answers.
-
-    Uses ``AZURE_STORAGE_CONNECTION_STRING`` when set, else ``AZURE_STORAGE_ACCOUNT_URL`` (the account's blob
-    endpoint, ``https://<account>.blob.core.windows.net``) with ``DefaultAzureCredential``. ``client_options``
-    go to the SDK client (``retry_total``, ``connection_timeout``, ``read_timeout``, ...) over
-    ``turn_friendly_options``. Raises ``StorageError`` if the container cannot be reached or created.
-    """
-    # A short linear retry instead of the SDK's exponential one (15 s, 24 s, 42 s).
-    retry = LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=2)
-    container, credential = await open_client(
-        settings,
-        "blob",
-        ContainerClient,
-        settings.container,
-        {**turn_friendly_options(retry_policy=retry), **client_options},
-    )
-    storage = BlobStorage(container, credential=credential)
-    try:
-        await ensure_exists(
-            container.get_container_properties, container.create_container, "ContainerNotFound", storage.describe()
-        )
-    except BaseException:
-        await storage.close()
-        raise
-    return storage

@@ -13,8 +13,9 @@ Item layout (compatible with botbuilder-azure's ``CosmosDbPartitionedStorage`` w
 * The e_tag is Cosmos's own ``_etag``. A concrete e_tag becomes ``If-Match`` on ``replace_item`` (412, or 404
   when the item is gone, is an ``ETagConflictError``); no e_tag is ``create_item`` (409 is a conflict); ``"*"``
   is ``upsert_item``.
-* Only a 404 on a point read means "absent". Every other failure (any other status, a refused connection, a
-  timeout) is a ``StorageError`` naming the backend, the operation and the key, with the SDK error chained.
+* Only a 404 on a point read (without sub-status 1003) means "absent". Every other failure (any other status, a
+  refused connection, a timeout) is a ``StorageError`` naming the backend, the operation and the key, with the SDK
+  error chained.
 * A missing container (404 with sub-status 1003) is re-created, with its database, by the call that finds it
   missing, at most once per ``HEAL_INTERVAL_S`` (this needs a key: Entra data-plane roles cannot create one).
 * Time: ``connection_timeout`` / ``read_timeout`` client options (the SDK sends them with each request) and
@@ -31,41 +32,26 @@ Item layout (compatible with botbuilder-azure's ``CosmosDbPartitionedStorage`` w
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
 from azure.cosmos import PartitionKey
-from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
-from azure.cosmos.exceptions import (
-    CosmosAccessConditionFailedError,
-    CosmosHttpResponseError,
-    CosmosResourceExistsError,
-    CosmosResourceNotFoundError,
-)
+from azure.cosmos.aio import CosmosClient
 from azure.cosmos.http_constants import SubStatusCodes
 
 from ._azure import (
-    OPERATION_TIMEOUT_S,
-    Healer,
-    close_credential,
-    close_quietly,
+    REAL_KEY,
+    AzureStorage,
     direct_transport,
     open_credential,
     public_host,
+    status_of,
+    summarize,
     turn_friendly_options,
 )
-from .base import (
-    EXPIRES_AT,
-    CorruptRecordError,
-    ETagConflictError,
-    RecordTooLargeError,
-    StateStorage,
-    StorageError,
-    StoredRecord,
-)
+from .base import EXPIRES_AT, CorruptRecordError, ETagConflictError, RecordTooLargeError, StorageError, StoredRecord
 from .keys import escape_cosmos_key
 
 if TYPE_CHECKING:
@@ -87,8 +73,6 @@ class CosmosTarget(Protocol):
     @property
     def container(self) -> str: ...
 
-
-logger = logging.getLogger(__name__)
 
 #: The id path every item is partitioned on (botbuilder-azure's default for new containers).
 PARTITION_KEY_PATH = "/id"
@@ -122,108 +106,104 @@ def _check_numbers(value: Any, key: str) -> None:
             )
 
 
-class CosmosStorage(StateStorage):
-    """``StateStorage`` over one Cosmos DB container partitioned on ``/id``. Open one with :meth:`open`."""
+class CosmosStorage(AzureStorage[CosmosTarget]):
+    """``StateStorage`` over one Cosmos DB container partitioned on ``/id``.
+
+    Open one with ``CosmosStorage.open(settings)``: signs in with ``settings.key`` when set, otherwise with
+    ``DefaultAzureCredential`` (managed identity, Azure CLI, ...). ``open`` also refuses an existing container
+    that is not partitioned on ``/id``.
+    """
 
     name = "cosmos"
-    operation_timeout = OPERATION_TIMEOUT_S
 
     def __init__(
         self,
-        container: ContainerProxy,
         client: CosmosClient,
         *,
         endpoint: str,
+        database: str,
+        container: str,
         credential: AsyncTokenCredential | None = None,
-        database: DatabaseProxy | None = None,
     ) -> None:
-        """Wrap a ready container; this object owns ``client`` and ``credential`` and closes them. See :meth:`open`."""
-        self._container = container
-        self._client = client
-        self._credential = credential
-        self._endpoint = endpoint
-        self._healer = Healer(self._recreate_container, "", self.describe(), is_missing=_is_missing_container)
-        self._database = database
+        """Use ``container`` of ``database`` through ``client``; this object owns ``client`` and ``credential``."""
+        super().__init__(
+            client,
+            credential=credential,
+            where=f"cosmos container {container!r} in database {database!r}",
+            endpoint=public_host(endpoint),
+        )
+        self.database_id = database
+        self.container_id = container
+        self._container = client.get_database_client(database).get_container_client(container)
 
     @classmethod
-    async def open(cls, settings: CosmosTarget, **client_options: Any) -> Self:
-        """Connect to ``settings.endpoint`` and make sure the database and container exist.
-
-        Signs in with ``settings.key`` when set, otherwise with ``DefaultAzureCredential`` (managed
-        identity, Azure CLI, ...). ``client_options`` go to ``CosmosClient`` as keyword arguments (tests use them
-        for TLS verification and retry limits). Raises ``StorageError`` if the account cannot be reached, or if an
-        existing container is not partitioned on ``/id``.
-        """
+    async def _connect(cls, settings: CosmosTarget, client_options: dict[str, Any]) -> Self:
+        # The SDK sends the timeouts with each request; the transport gets them too, for anything else.
+        options = {**turn_friendly_options(retry_total=2, transport=direct_transport()), **client_options}
         credential = None if settings.key else open_credential()
         client = CosmosClient(
             settings.endpoint,
             credential=settings.key or credential,
             enable_compact_utf8_item_writes=True,
-            **client_options,
+            **options,
         )
-        where = f"{public_host(settings.endpoint)}, database {settings.database!r}"
+        return cls(
+            client,
+            endpoint=settings.endpoint,
+            database=settings.database,
+            container=settings.container,
+            credential=credential,
+        )
+
+    async def _prepare(self) -> None:
+        """Create the database and the container when missing (the SDK reads each first), and refuse a container
+        that is not partitioned on ``/id``."""
         try:
-            database = await client.create_database_if_not_exists(id=settings.database)
-            container, properties = await database.create_container_if_not_exists(
-                id=settings.container,
-                partition_key=PartitionKey(path=PARTITION_KEY_PATH),
-                default_ttl=-1,  # per-item TTL on, no default: items without "ttl" live forever
-                return_properties=True,
-            )
+            properties = await self._create()
         except AzureError as err:
-            await close_quietly("cosmos", client, credential)
-            first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
             hint = ""
-            if credential is not None and isinstance(err, CosmosHttpResponseError) and err.status_code == 403:
+            if self._credential is not None and status_of(err) == 403:
                 hint = (
                     " (signed in with Entra ID: data-plane roles cannot create databases or containers, so create "
                     "them beforehand and grant the identity the 'Cosmos DB Built-in Data Contributor' role)"
                 )
-            raise StorageError(
-                f"cosmos: cannot open container {settings.container!r} at {where}: {first_line}{hint}"
-            ) from err
-        except BaseException:
-            await close_quietly("cosmos", client, credential)
-            raise
+            raise StorageError(f"cannot open {self.describe()}: {summarize(err)}{hint}") from err
         paths = (properties.get("partitionKey") or {}).get("paths")
         if paths != [PARTITION_KEY_PATH]:
-            await close_quietly("cosmos", client, credential)
             raise StorageError(
-                f"cosmos: container {settings.container!r} at {where} is partitioned on {paths!r}, not "
-                f"[{PARTITION_KEY_PATH!r}]; point COSMOS_CONTAINER at a container partitioned on {PARTITION_KEY_PATH}"
+                f"{self.describe()} is partitioned on {paths!r}, not [{PARTITION_KEY_PATH!r}]; point COSMOS_CONTAINER "
+                f"at a container partitioned on {PARTITION_KEY_PATH}"
             )
-        return cls(container, client, endpoint=settings.endpoint, credential=credential, database=database)
 
-    @property
-    def database_id(self) -> str:
-        return self._container.database_link.removeprefix("dbs/")
+    async def _create(self) -> dict[str, Any]:
+        """The database and the container, each created when missing (needs a key: Entra data roles cannot);
+        the container's properties."""
+        database = await self._client.create_database_if_not_exists(id=self.database_id)
+        _, properties = await database.create_container_if_not_exists(
+            id=self.container_id,
+            partition_key=PartitionKey(path=PARTITION_KEY_PATH),
+            default_ttl=-1,  # per-item TTL on, no default: items without "ttl" live forever
+            return_properties=True,
+        )
+        return properties
 
-    @property
-    def container_id(self) -> str:
-        return str(self._container.id)
+    def _is_missing(self, err: AzureError) -> bool:
+        return status_of(err) == 404 and getattr(err, "sub_status", None) == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND
 
     # -- the contract's primitives -----------------------------------------------------------------------------
 
     async def _load(self, key: str) -> StoredRecord | None:
-        item_id = escape_cosmos_key(key)
-        try:
-            item = await self._container.read_item(item=item_id, partition_key=item_id)
-        except CosmosResourceNotFoundError as err:
-            if err.sub_status == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND:
-                raise self._error("read", key, err, "the container does not exist") from err
-            return None
-        except AzureError as err:
-            raise self._error("read", key, err) from err
-        return self._record(key, item)
+        item = await self._read(key, "read")
+        return None if item is None else self._record(key, item)
 
     async def _insert(self, key: str, document: str) -> str:
         body = self._item(key, document)
         try:
             item = await self._container.create_item(body=body)
-        except CosmosResourceExistsError as err:
-            raise ETagConflictError(f"cosmos: {key!r} was created by another writer") from err
         except AzureError as err:
-            raise self._error("create", key, err) from err
+            if status_of(err) == 409:
+                raise ETagConflictError(f"cosmos: {key!r} was created by another writer") from err
+            raise self._fail("create", key, err) from err
         return self._e_tag_of(key, item)
 
     async def _replace(self, key: str, document: str, e_tag: str) -> str:
@@ -232,12 +212,10 @@ class CosmosStorage(StateStorage):
             item = await self._container.replace_item(
                 item=body["id"], body=body, etag=e_tag, match_condition=MatchConditions.IfNotModified
             )
-        except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError) as err:
-            if err.sub_status == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND:
-                raise self._error("replace", key, err, "the container does not exist") from err
-            raise ETagConflictError(f"cosmos: {key!r} changed (or was deleted) since it was read") from err
         except AzureError as err:
-            raise self._error("replace", key, err) from err
+            if status_of(err) == 412 or self._absent(err):
+                raise ETagConflictError(f"cosmos: {key!r} changed (or was deleted) since it was read") from err
+            raise self._fail("replace", key, err) from err
         return self._e_tag_of(key, item)
 
     async def _upsert(self, key: str, document: str) -> str:
@@ -245,19 +223,16 @@ class CosmosStorage(StateStorage):
         try:
             item = await self._container.upsert_item(body=body)
         except AzureError as err:
-            raise self._error("upsert", key, err) from err
+            raise self._fail("upsert", key, err) from err
         return self._e_tag_of(key, item)
 
     async def _remove(self, key: str) -> None:
         item_id = escape_cosmos_key(key)
         try:
             await self._container.delete_item(item=item_id, partition_key=item_id)
-        except CosmosResourceNotFoundError as err:
-            if err.sub_status == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND:
-                raise self._error("delete", key, err, "the container does not exist") from err
-            logger.debug("cosmos: delete of absent key %r ignored", key)
         except AzureError as err:
-            raise self._error("delete", key, err) from err
+            if not self._absent(err):
+                raise self._fail("delete", key, err) from err
 
     async def _remove_if(self, key: str, e_tag: str) -> None:
         item_id = escape_cosmos_key(key)
@@ -265,40 +240,27 @@ class CosmosStorage(StateStorage):
             await self._container.delete_item(
                 item=item_id, partition_key=item_id, etag=e_tag, match_condition=MatchConditions.IfNotModified
             )
-        except CosmosAccessConditionFailedError as err:
-            raise ETagConflictError(f"cosmos: {key!r} changed since it was read, so it was not deleted") from err
-        except CosmosResourceNotFoundError as err:
-            if err.sub_status == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND:
-                raise self._error("delete", key, err, "the container does not exist") from err
         except AzureError as err:
-            raise self._error("delete", key, err) from err
+            if status_of(err) == 412:
+                raise ETagConflictError(f"cosmos: {key!r} changed since it was read, so it was not deleted") from err
+            if not self._absent(err):
+                raise self._fail("delete", key, err) from err
 
     async def _load_raw(self, key: str) -> str | None:
-        item_id = escape_cosmos_key(key)
-        try:
-            item = await self._container.read_item(item=item_id, partition_key=item_id)
-        except CosmosResourceNotFoundError as err:
-            if err.sub_status == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND:
-                raise self._error("read", key, err, "the container does not exist") from err
+        item = await self._read(key, "read")
+        if item is None:
             return None
-        except AzureError as err:
-            raise self._error("read", key, err) from err
         stored = {name: value for name, value in item.items() if not name.startswith("_")}
         return json.dumps(stored, ensure_ascii=False, separators=(",", ":"))
 
     async def _move(self, key: str, new_key: str) -> bool:
-        item_id = escape_cosmos_key(key)
-        try:
-            item = await self._container.read_item(item=item_id, partition_key=item_id)
-        except CosmosResourceNotFoundError as err:
-            if err.sub_status == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND:
-                raise self._error("move aside", key, err, "the container does not exist") from err
+        item = await self._read(key, "move aside")
+        if item is None:
             return False
-        except AzureError as err:
-            raise self._error("move aside", key, err) from err
         # The item as stored, minus the system properties Cosmos adds (and refuses on create).
         copy = {name: value for name, value in item.items() if not name.startswith("_")}
         copy["id"] = escape_cosmos_key(new_key)
+        item_id = escape_cosmos_key(key)
         try:
             await self._container.create_item(body=copy)
             await self._container.delete_item(
@@ -307,43 +269,27 @@ class CosmosStorage(StateStorage):
                 etag=item.get("_etag"),
                 match_condition=MatchConditions.IfNotModified,
             )
-        except (CosmosAccessConditionFailedError, CosmosResourceExistsError) as err:
-            raise ETagConflictError(f"cosmos: {key!r} changed while it was being moved aside") from err
         except AzureError as err:
-            raise self._error("move aside", key, err) from err
+            if status_of(err) in (409, 412):
+                raise ETagConflictError(f"cosmos: {key!r} changed while it was being moved aside") from err
+            raise self._fail("move aside", key, err) from err
         return True
 
-    async def _ping(self) -> None:
-        """Read the container's properties: one cheap metadata request."""
-        try:
-            await self._container.read()
-        except AzureError as err:
-            raise StorageError(f"cosmos ping failed on {self.describe()}: {err}") from err
-
-    async def _heal(self, err: StorageError) -> bool:
-        return await self._healer.heal(err)
-
-    async def _recreate_container(self) -> None:
-        """The database and container again, as ``open`` makes them (needs a key: Entra data roles cannot)."""
-        if self._database is None:
-            raise StorageError(f"cosmos: {self.describe()} has no database handle to re-create the container in")
-        database = await self._client.create_database_if_not_exists(id=self._database.id)
-        await database.create_container_if_not_exists(
-            id=self.container_id, partition_key=PartitionKey(path=PARTITION_KEY_PATH), default_ttl=-1
-        )
-
-    async def _close(self) -> None:
-        try:
-            await self._client.close()
-        finally:
-            await close_credential(self._credential)
-
-    def describe(self) -> str:
-        return (
-            f"cosmos at {public_host(self._endpoint)}, database {self.database_id!r}, container {self.container_id!r}"
-        )
-
     # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _absent(self, err: AzureError) -> bool:
+        """A 404 about the item itself (not its container): "absent"."""
+        return status_of(err) == 404 and not self._is_missing(err)
+
+    async def _read(self, key: str, action: str) -> dict[str, Any] | None:
+        """The item of ``key`` as stored, or None when it does not exist."""
+        item_id = escape_cosmos_key(key)
+        try:
+            return await self._container.read_item(item=item_id, partition_key=item_id)
+        except AzureError as err:
+            if self._absent(err):
+                return None
+            raise self._fail(action, key, err) from err
 
     def _check_record(self, key: str, document: str) -> None:
         self._item(key, document)
@@ -352,7 +298,7 @@ class CosmosStorage(StateStorage):
         """The item to send for ``key``; refused before any request when Cosmos could not keep it as is."""
         parsed = json.loads(document)
         _check_numbers(parsed, key)
-        body = {"id": escape_cosmos_key(key), "realId": key, "document": parsed}
+        body = {"id": escape_cosmos_key(key), REAL_KEY: key, "document": parsed}
         expires_at = parsed.get(EXPIRES_AT) if isinstance(parsed, dict) else None
         if isinstance(expires_at, int):
             # Native per-item TTL (seconds after the write): Cosmos deletes the item itself once it expires.
@@ -368,7 +314,7 @@ class CosmosStorage(StateStorage):
         return body
 
     def _record(self, key: str, item: Mapping[str, Any]) -> StoredRecord:
-        real_id = item.get("realId")
+        real_id = item.get(REAL_KEY)
         document = item.get("document")
         e_tag = item.get("_etag")
         if real_id != key:
@@ -390,25 +336,3 @@ class CosmosStorage(StateStorage):
         if not isinstance(e_tag, str) or not e_tag:
             raise StorageError(f"cosmos: the write of {key!r} succeeded but the response carried no _etag")
         return e_tag
-
-    def _error(self, action: str, key: str, err: AzureError, detail: str | None = None) -> StorageError:
-        status = err.status_code if isinstance(err, CosmosHttpResponseError) else None
-        cause = detail or (f"HTTP {status}" if status else type(err).__name__)
-        summary = str(err).splitlines()[0] if str(err) else ""
-        return StorageError(f"cosmos {action} of {key!r} failed on {self.describe()}: {cause}: {summary}")
-
-
-def _is_missing_container(cause: BaseException) -> bool:
-    return (
-        isinstance(cause, CosmosResourceNotFoundError) and cause.sub_status == SubStatusCodes.OWNER_RESOURCE_NOT_FOUND
-    )
-
-
-async def open_cosmos_storage(settings: CosmosTarget, **client_options: Any) -> CosmosStorage:
-    """Open the Cosmos DB backend ``settings`` describe; see :meth:`CosmosStorage.open`.
-
-    ``client_options`` go to ``CosmosClient`` over ``turn_friendly_options`` (the SDK sends the timeouts with each
-    request; the transport gets them too, for anything else).
-    """
-    options = turn_friendly_options(retry_total=2, transport=direct_transport())
-    return await CosmosStorage.open(settings, **{**options, **client_options})

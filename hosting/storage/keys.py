@@ -15,8 +15,8 @@ The scheme
 ----------
 A character that is not allowed is written as ``*`` followed by two lowercase hex digits of its code point
 (``/`` -> ``*2f``, tab -> ``*09``); ``*`` itself is always escaped (``*2a``), so every ``*`` in a name starts a
-three-character escape and :func:`unescape_key` reverses the scheme without ambiguity. Different keys never
-share a name.
+three-character escape and a name can be turned back into its key without ambiguity (tests/hosting/test_keys.py
+does that for every name it checks). Different keys never share a name.
 
 A name that would still be too long is cut to fit and ends with ``*h`` and the sha256 of the full key in hex
 (``*h`` is never produced by escaping, so a shortened name cannot equal any other key's name, and two shortened
@@ -49,7 +49,6 @@ import hashlib
 
 ESCAPE_CHAR = "*"
 HASH_MARKER = ESCAPE_CHAR + "h"
-HASH_HEX_LENGTH = 64
 
 TABLE_KEY_MAX_UNITS = 512  # 1 KiB of UTF-16
 BLOB_NAME_MAX_UNITS = 1024
@@ -61,8 +60,6 @@ _CONTROL_CHARACTERS = frozenset(chr(code) for code in [*range(0x00, 0x20), *rang
 RESERVED = frozenset({ESCAPE_CHAR, "/", "\\", "?", "#"}) | _CONTROL_CHARACTERS
 #: Escaped in table keys on top of RESERVED.
 TABLE_RESERVED = RESERVED | {"%", "'"}
-
-_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 def _check(key: str) -> None:
@@ -145,29 +142,3 @@ def escape_blob_name(key: str) -> str:
             parts.append("/" if keep else _escape_char("/"))
         parts.append(text)
     return _fit(key, "".join(parts), BLOB_NAME_MAX_UNITS)
-
-
-def is_shortened(name: str) -> bool:
-    """Whether ``name`` was cut to fit a length limit (and so cannot be unescaped)."""
-    return name[-(HASH_HEX_LENGTH + len(HASH_MARKER)) : -HASH_HEX_LENGTH] == HASH_MARKER
-
-
-def unescape_key(name: str) -> str:
-    """The key that :func:`escape_table_key`, :func:`escape_cosmos_key` or :func:`escape_blob_name` turned
-    into ``name``. Raises ``ValueError`` for a shortened name or one this scheme did not produce."""
-    if is_shortened(name):
-        raise ValueError(f"{name!r} was shortened with a hash and cannot be turned back into its key")
-    chars: list[str] = []
-    index = 0
-    while index < len(name):
-        char = name[index]
-        if char == ESCAPE_CHAR:
-            digits = name[index + 1 : index + 3]
-            if len(digits) != 2 or not set(digits) <= _HEX_DIGITS:
-                raise ValueError(f"{name!r} has an invalid escape at position {index}")
-            chars.append(chr(int(digits, 16)))
-            index += 3
-        else:
-            chars.append(char)
-            index += 1
-    return "".join(chars)

@@ -21,15 +21,6 @@ class MemoryStateStorage(StateStorage):
     async def _load(self, key: str) -> StoredRecord | None:
         return self._records.get(key)
 
-    async def _insert(self, key: str, document: str) -> str:
-        return (await self._write_atomic([PendingWrite(key, document, None)]))[0]
-
-    async def _replace(self, key: str, document: str, e_tag: str) -> str:
-        return (await self._write_atomic([PendingWrite(key, document, e_tag)]))[0]
-
-    async def _upsert(self, key: str, document: str) -> str:
-        return (await self._write_atomic([PendingWrite(key, document, ANY_E_TAG)]))[0]
-
     async def _write_atomic(self, writes: list[PendingWrite]) -> list[str]:
         for write in writes:
             self._check_condition(write)
@@ -74,9 +65,6 @@ class MemoryStateStorage(StateStorage):
         for key in expired:
             del self._records[key]
         return len(expired)
-
-    async def _ping(self) -> None:
-        return None
 
     async def _close(self) -> None:
         self._records.clear()

@@ -8,9 +8,9 @@ group the ``STORAGE`` variable names into ``Settings.store``, and ``hosting.stor
 This module is imported by ``config`` and must stay light: each ``open`` imports its backend's module (and with
 it any SDK) only when called, so a bot on sqlite never imports the Azure SDKs.
 
-Adding a backend: its module in ``storage/``, its class here and a line in ``BACKENDS``, its factory in
-``tests/backends.py`` (the contract suite), its variables in ``.env.example``. tests/bot/test_config.py checks the
-last two.
+Adding a backend: its module in ``hosting/storage/``, its class here and a line in ``BACKENDS``, its factory in
+``tests/support/backends.py`` (the contract suite), its variables in ``.env.example``. tests/bot/test_config.py
+checks the last two.
 """
 
 from __future__ import annotations
@@ -172,9 +172,9 @@ class BlobSettings(AzureStorageSettings):
         return cls(connection_string=connection_string, account_url=account_url, container=container)
 
     async def open(self) -> StateStorage:
-        from .blob import open_blob_storage
+        from .blob import BlobStorage
 
-        return await open_blob_storage(self)
+        return await BlobStorage.open(self)
 
 
 @dataclass(frozen=True)
@@ -195,9 +195,9 @@ class TableSettings(AzureStorageSettings):
         return cls(connection_string=connection_string, account_url=account_url, table=table)
 
     async def open(self) -> StateStorage:
-        from .table import open_table_storage
+        from .table import TableStorage
 
-        return await open_table_storage(self)
+        return await TableStorage.open(self)
 
 
 @dataclass(frozen=True)
@@ -229,9 +229,9 @@ class CosmosSettings(StoreSettings):
         return cls(endpoint=endpoint, key=key, database=database, container=container)
 
     async def open(self) -> StateStorage:
-        from .cosmos import open_cosmos_storage
+        from .cosmos import CosmosStorage
 
-        return await open_cosmos_storage(self)
+        return await CosmosStorage.open(self)
 
 
 #: Every backend, in the order the documentation lists them. A new backend adds its class above and a line here.

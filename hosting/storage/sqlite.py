@@ -219,15 +219,6 @@ class SqliteStorage(StateStorage):
                 raise CorruptRecordError(key, f"sqlite: the stored record {key!r} is not valid UTF-8: {err}") from err
         return records
 
-    async def _insert(self, key: str, document: str) -> str:
-        return (await self._write_atomic([PendingWrite(key, document, None)]))[0]
-
-    async def _replace(self, key: str, document: str, e_tag: str) -> str:
-        return (await self._write_atomic([PendingWrite(key, document, e_tag)]))[0]
-
-    async def _upsert(self, key: str, document: str) -> str:
-        return (await self._write_atomic([PendingWrite(key, document, ANY_E_TAG)]))[0]
-
     async def _write_atomic(self, writes: list[PendingWrite]) -> list[str]:
         return await self._change("write", _write, writes)
 
@@ -248,9 +239,6 @@ class SqliteStorage(StateStorage):
             f"(SELECT key FROM bot_state WHERE {_EXPIRES_AT_SQL} <= ? LIMIT ?)"
         )
         return await self._change("remove expired", _execute, query, (now, limit))
-
-    async def _ping(self) -> None:
-        await self._change("ping", _fetch, "SELECT count(*) FROM bot_state WHERE key = ''", ())
 
     async def _compact(self) -> None:
         rows = await self._change("compact", _fetch, "PRAGMA wal_checkpoint(TRUNCATE)", ())

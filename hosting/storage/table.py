@@ -32,36 +32,24 @@ Semantics (see ``hosting.storage.base``)
 from __future__ import annotations
 
 import json
-import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
-from azure.data.tables import UpdateMode
+from azure.data.tables import TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient
 
 from ._azure import (
-    OPERATION_TIMEOUT_S,
     REAL_KEY,
     AzureAccount,
-    AzureErrors,
-    Healer,
-    close_credential,
-    ensure_exists,
+    AzureStorage,
     error_code_of,
     open_client,
     public_url,
     status_of,
     turn_friendly_options,
 )
-from .base import (
-    CorruptRecordError,
-    ETagConflictError,
-    RecordTooLargeError,
-    StateStorage,
-    StorageError,
-    StoredRecord,
-)
+from .base import CorruptRecordError, ETagConflictError, RecordTooLargeError, StoredRecord
 from .keys import ESCAPE_CHAR, escape_table_key, utf16_units
 
 if TYPE_CHECKING:
@@ -75,16 +63,14 @@ class TableTarget(AzureAccount, Protocol):
     def table(self) -> str: ...
 
 
-logger = logging.getLogger(__name__)
-
 ROW_KEY = ""
 DOCUMENT_PREFIX = "document_"
 #: Largest string property: 64 KiB of UTF-16.
 MAX_PROPERTY_UNITS = 32 * 1024
 #: Largest entity, as the service counts it.
 MAX_ENTITY_BYTES = 1024 * 1024
-#: A PartitionKey no escaped key can have ("*p" is not an escape), read by ``ping``.
-PING_PARTITION_KEY = ESCAPE_CHAR + "ping"
+#: A PartitionKey no escaped key can have ("*p" is not an escape), read by ``_probe``.
+PROBE_PARTITION_KEY = ESCAPE_CHAR + "ping"
 
 
 def split_document(document: str, max_units: int = MAX_PROPERTY_UNITS) -> list[str]:
@@ -114,28 +100,53 @@ def entity_size(entity: dict[str, str]) -> int:
     return size
 
 
-class TableStorage(StateStorage):
-    """State in one table. Takes a ready ``TableClient`` and owns it (and ``credential``)."""
+def _absent(err: AzureError) -> bool:
+    return status_of(err) == 404 and error_code_of(err) == "ResourceNotFound"
+
+
+class TableStorage(AzureStorage[TableTarget]):
+    """State in one table. Takes a ready ``TableClient`` and owns it (and ``credential``).
+
+    Open one with ``TableStorage.open(settings)``: ``AZURE_STORAGE_CONNECTION_STRING`` when set, else
+    ``AZURE_STORAGE_ACCOUNT_URL`` (the account's table endpoint, ``https://<account>.table.core.windows.net``) with
+    ``DefaultAzureCredential``.
+    """
 
     name = "table"
 
-    operation_timeout = OPERATION_TIMEOUT_S
-
     def __init__(self, table: TableClient, *, credential: AsyncTokenCredential | None = None) -> None:
+        super().__init__(
+            table,
+            credential=credential,
+            where=f"table {table.table_name!r} in storage account {table.account_name!r}",
+            endpoint=public_url(table.url),
+        )
         self._table = table
-        self._credential = credential
-        self._errors = AzureErrors(self.name, f"table {table.table_name!r}")
-        self._healer = Healer(table.create_table, "TableNotFound", self.describe())
+
+    @classmethod
+    async def _connect(cls, settings: TableTarget, client_options: dict[str, Any]) -> Self:
+        options = {**turn_friendly_options(retry_total=2, retry_backoff_factor=0.4), **client_options}
+        table, credential = await open_client(settings, "table", TableClient, settings.table, options)
+        return cls(table, credential=credential)
+
+    async def _probe(self) -> object:
+        """A point read of an entity that never exists: cheap, and it needs only read access."""
+        try:
+            return await self._table.get_entity(PROBE_PARTITION_KEY, ROW_KEY)
+        except AzureError as err:
+            if _absent(err):
+                return None  # the table answered
+            raise
+
+    async def _create(self) -> object:
+        return await self._table.create_table()
+
+    def _is_missing(self, err: AzureError) -> bool:
+        return status_of(err) == 404 and error_code_of(err) == "TableNotFound"
 
     async def _load(self, key: str) -> StoredRecord | None:
-        partition_key = self._partition_key(key)
-        try:
-            entity = await self._table.get_entity(partition_key, ROW_KEY)
-        except AzureError as err:
-            if status_of(err) == 404 and error_code_of(err) == "ResourceNotFound":
-                return None
-            raise self._errors.error("read", key, err) from err
-        return StoredRecord(self._document_of(key, entity), str(entity.metadata["etag"]))
+        entity = await self._get(key, "read")
+        return None if entity is None else StoredRecord(self._document_of(key, entity), str(entity.metadata["etag"]))
 
     async def _insert(self, key: str, document: str) -> str:
         entity = self._entity(key, document)
@@ -145,7 +156,7 @@ class TableStorage(StateStorage):
         except AzureError as err:
             if status_of(err) == 409 and error_code_of(err) == "EntityAlreadyExists":
                 raise ETagConflictError(f"table: {key!r} was created by another writer") from err
-            raise self._errors.error("create", key, err) from err
+            raise self._fail("create", key, err) from err
         return str(result["etag"])
 
     async def _replace(self, key: str, document: str, e_tag: str) -> str:
@@ -155,9 +166,9 @@ class TableStorage(StateStorage):
                 entity, mode=UpdateMode.REPLACE, etag=e_tag, match_condition=MatchConditions.IfNotModified
             )
         except AzureError as err:
-            if status_of(err) == 412 or (status_of(err) == 404 and error_code_of(err) == "ResourceNotFound"):
+            if status_of(err) == 412 or _absent(err):
                 raise ETagConflictError(f"table: {key!r} changed or was deleted since it was read") from err
-            raise self._errors.error("write", key, err) from err
+            raise self._fail("write", key, err) from err
         return str(result["etag"])
 
     async def _upsert(self, key: str, document: str) -> str:
@@ -165,7 +176,7 @@ class TableStorage(StateStorage):
         try:
             result = await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
         except AzureError as err:
-            raise self._errors.error("write", key, err) from err
+            raise self._fail("write", key, err) from err
         return str(result["etag"])
 
     async def _remove(self, key: str) -> None:
@@ -174,7 +185,7 @@ class TableStorage(StateStorage):
             # The SDK itself treats 404 on delete as success.
             await self._table.delete_entity(partition_key, ROW_KEY)
         except AzureError as err:
-            raise self._errors.error("delete", key, err) from err
+            raise self._fail("delete", key, err) from err
 
     async def _remove_if(self, key: str, e_tag: str) -> None:
         partition_key = self._partition_key(key)
@@ -186,66 +197,41 @@ class TableStorage(StateStorage):
         except AzureError as err:
             if status_of(err) == 412:
                 raise ETagConflictError(f"table: {key!r} changed since it was read, so it was not deleted") from err
-            raise self._errors.error("delete", key, err) from err
+            raise self._fail("delete", key, err) from err
 
     async def _load_raw(self, key: str) -> str | None:
-        try:
-            entity = await self._table.get_entity(self._partition_key(key), ROW_KEY)
-        except AzureError as err:
-            if status_of(err) == 404 and error_code_of(err) == "ResourceNotFound":
-                return None
-            raise self._errors.error("read", key, err) from err
-        return json.dumps(dict(entity), ensure_ascii=False, default=str)
+        entity = await self._get(key, "read")
+        return None if entity is None else json.dumps(dict(entity), ensure_ascii=False, default=str)
 
     async def _move(self, key: str, new_key: str) -> bool:
-        partition_key = self._partition_key(key)
-        try:
-            entity = await self._table.get_entity(partition_key, ROW_KEY)
-        except AzureError as err:
-            if status_of(err) == 404 and error_code_of(err) == "ResourceNotFound":
-                return False
-            raise self._errors.error("move aside", key, err) from err
+        entity = await self._get(key, "move aside")
+        if entity is None:
+            return False
         copy = {**entity, "PartitionKey": self._partition_key(new_key), "RowKey": ROW_KEY}
         try:
             await self._table.create_entity(copy, response_preference="return-no-content")
             await self._table.delete_entity(
-                partition_key, ROW_KEY, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified
+                self._partition_key(key),
+                ROW_KEY,
+                etag=entity.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
             )
         except AzureError as err:
             if status_of(err) in (409, 412):
                 raise ETagConflictError(f"table: {key!r} changed while it was being moved aside") from err
-            raise self._errors.error("move aside", key, err) from err
+            raise self._fail("move aside", key, err) from err
         return True
 
-    async def _ping(self) -> None:
-        try:
-            await self._probe()
-        except AzureError as err:
-            raise self._errors.error("ping", None, err) from err
-
-    async def _heal(self, err: StorageError) -> bool:
-        return await self._healer.heal(err)
-
-    async def _probe(self) -> None:
-        """A point read of an entity that never exists: cheap, and it needs only read access."""
-        try:
-            await self._table.get_entity(PING_PARTITION_KEY, ROW_KEY)
-        except AzureError as err:
-            if status_of(err) == 404 and error_code_of(err) == "ResourceNotFound":
-                return  # the table answered
-            raise
-
-    async def _close(self) -> None:
-        try:
-            await self._table.close()
-        finally:
-            await close_credential(self._credential)
-
-    def describe(self) -> str:
-        table = self._table
-        return f"table {table.table_name!r} in storage account {table.account_name!r} at {public_url(table.url)}"
-
     # -- helpers -----------------------------------------------------------------------------------------------
+
+    async def _get(self, key: str, action: str) -> TableEntity | None:
+        """The entity of ``key``, or None when it does not exist."""
+        try:
+            return await self._table.get_entity(self._partition_key(key), ROW_KEY)
+        except AzureError as err:
+            if _absent(err):
+                return None
+            raise self._fail(action, key, err) from err
 
     def _partition_key(self, key: str) -> str:
         self._check_open()
@@ -284,22 +270,3 @@ class TableStorage(StateStorage):
         if not pieces:
             raise CorruptRecordError(key, f"table: the entity for {key!r} has no {DOCUMENT_PREFIX}0 property")
         return "".join(pieces)
-
-
-async def open_table_storage(settings: TableTarget, **client_options: Any) -> TableStorage:
-    """Connect to ``settings.table`` (creating it if missing) and check that it answers.
-
-    Uses ``AZURE_STORAGE_CONNECTION_STRING`` when set, else ``AZURE_STORAGE_ACCOUNT_URL`` (the account's table
-    endpoint, ``https://<account>.table.core.windows.net``) with ``DefaultAzureCredential``. ``client_options``
-    go to the SDK client (``retry_total``, ``connection_timeout``, ``read_timeout``, ...) over
-    ``turn_friendly_options``. Raises ``StorageError`` if the table cannot be reached or created.
-    """
-    options = turn_friendly_options(retry_total=2, retry_backoff_factor=0.4)
-    table, credential = await open_client(settings, "table", TableClient, settings.table, {**options, **client_options})
-    storage = TableStorage(table, credential=credential)
-    try:
-        await ensure_exists(storage._probe, table.create_table, "TableNotFound", storage.describe())
-    except BaseException:
-        await storage.close()
-        raise
-    return storage

@@ -1,4 +1,4 @@
-"""What a user types cannot stall the bot, trick ``forget`` into deleting, or render as markup (issue 15).
+"""What a user types cannot stall the bot, trick ``forget`` into deleting, or render as markup.
 
 Driven in-process through the TestAdapter (tests/support/harness.py) on memory storage; the HTTP path is the same bot.
 """

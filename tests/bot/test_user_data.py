@@ -206,7 +206,7 @@ def test_the_index_is_bounded_and_keeps_the_most_recent_conversations() -> None:
     assert ConversationIndex.from_dict(json.loads(json.dumps(index.to_dict()))) == index
 
 
-# --- damaged copies, conditional deletes, bounded export (issue 15) ---------------------------------------------
+# --- damaged copies, conditional deletes, bounded export ---------------------------------------------------------
 
 
 async def test_forget_and_export_include_the_damaged_copies_of_the_users_records(storage: StateStorage) -> None:

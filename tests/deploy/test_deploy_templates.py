@@ -503,7 +503,7 @@ def test_the_new_group_template_deploys_what_the_existing_group_one_does(store: 
 
 CHECKOV = Path(sys.prefix) / "checkov" / "bin" / "checkov"  # the Makefile builds it inside each test venv
 
-# Checks that must pass (checkov 3.3.30's ids): what the issue asks of the web app, the store and Cosmos DB.
+# Checks that must pass (checkov 3.3.30's ids): what the web app, the store and Cosmos DB must be.
 MUST_PASS = {
     "CKV_AZURE_14": "HTTPS only",
     "CKV_AZURE_15": "TLS 1.2 minimum",

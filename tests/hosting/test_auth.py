@@ -465,8 +465,8 @@ async def test_the_memory_of_unknown_kids_stays_bounded(tmp_path: Path, key_serv
 async def test_a_stalling_key_endpoint_delays_neither_healthz_nor_another_users_turn(
     bot: App, key_server: KeyServer, http: aiohttp.ClientSession
 ) -> None:
-    """The issue asks for this bound: while a key fetch hangs for 3 s, ``/healthz`` and another user's turn
-    (whose key is cached) each answer within 100 ms. Measured on a shared 2-core machine, so the bound is
+    """The bound: while a key fetch hangs for 3 s, ``/healthz`` and another user's turn (whose key is cached)
+    each answer within 100 ms. Measured on a shared 2-core machine, so the bound is
     checked on the best of three tries of each."""
     valid = bearer(sign(channel_claims(SERVICE_URL), CHANNEL_KEY))
     assert (await post(http, bot.url, activity(user="alice", conversation="a"), valid))[0] == 200

@@ -273,7 +273,6 @@ async def test_a_database_deleted_while_open_refuses_every_change_and_is_not_rec
             lambda: storage.move_aside("k"),
             lambda: storage.remove_expired(),
             storage.compact,
-            storage.ping,
         ):
             with pytest.raises(StorageError, match="was deleted or moved away while the bot was running") as caught:
                 await change()

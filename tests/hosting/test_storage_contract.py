@@ -6,6 +6,7 @@ No test here knows which backend it runs on; wire-level details live in each bac
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 
 import pytest
@@ -17,8 +18,10 @@ from botbuilder.dialogs.prompts import PromptOptions
 from hosting.storage import CorruptRecordError, Delete, ETagConflictError, StateStorage, StorageError, damaged_key
 from hosting.storage.base import ExpiryPolicy
 from hosting.storage.codec import StateEncodingError
+from tests.support.azurite import ACCOUNT_KEY as AZURITE_ACCOUNT_KEY
 from tests.support.backends import plant_raw
 from tests.support.clock import Clock
+from tests.support.cosmos_server import TEST_KEY as COSMOS_TEST_KEY
 
 KEY = "emulator/users/user-1"
 
@@ -140,6 +143,7 @@ async def test_several_keys_are_read_at_once_and_duplicates_collapse(storage: St
         "webchat/conversations/a/b\\c?d#e",
         "emulator/users/ünïcødé 名前 🤖",
         "directline/conversations/" + "x" * 300,
+        "directline/conversations/" + "x" * 3000,  # over every service's name limit: a shortened, hashed name
         "slack/users/%2F..%2Fescape",
     ],
 )
@@ -234,9 +238,12 @@ async def test_concurrent_updates_from_one_e_tag_let_exactly_one_win(storage: St
     assert (await storage.read([KEY]))[KEY]["writer"] == winners[0]
 
 
-async def test_ping_answers_while_the_store_is_up(storage: StateStorage) -> None:
-    await storage.ping()
-    assert storage.describe()
+async def test_describe_names_the_backend_and_no_secret(storage: StateStorage) -> None:
+    described = storage.describe()
+
+    assert described.startswith(storage.name)
+    for secret in (AZURITE_ACCOUNT_KEY, "AccountKey", COSMOS_TEST_KEY, os.environ.get("COSMOS_KEY") or COSMOS_TEST_KEY):
+        assert secret not in described
 
 
 # -- several keys in one write ---------------------------------------------------------------------------------
@@ -436,7 +443,8 @@ async def test_after_close_every_call_raises_a_storage_error_and_close_is_idempo
         "delete": lambda: storage.delete([KEY]),
         "move_aside": lambda: storage.move_aside(KEY),
         "compact": storage.compact,
-        "ping": storage.ping,
+        "read_damaged": lambda: storage.read_damaged([KEY]),
+        "remove_expired": storage.remove_expired,
     }
     for call in calls.values():
         with pytest.raises(StorageError, match="closed"):

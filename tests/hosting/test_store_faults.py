@@ -2,9 +2,9 @@
 
 * **Paused**: a dedicated Azurite (or cosmosdb-server) is frozen with SIGSTOP. Its ports still accept connections
   (the kernel does that) but nothing answers, which is what a hung service looks like. Before the transports got
-  their timeouts a turn waited 300 s here. These are the tests the issue asks for with a time bound: a storage
-  call must fail within ``OPERATION_TIMEOUT_S`` plus slack for a loaded machine, and a turn through the real app
-  within 30 s. After SIGCONT the very same app works again.
+  their timeouts a turn waited 300 s here. The bound: a storage call must fail within ``OPERATION_TIMEOUT_S``
+  plus slack for a loaded machine, and a turn through the real app within 30 s. After SIGCONT the very same app
+  works again.
 * **Wiped**: the container or table is deleted, or Azurite restarts empty (in memory): the next failing call
   re-creates it and the bot carries on, as a bot that has forgotten everything, without a restart.
 
@@ -26,7 +26,7 @@ from aiohttp import web
 from app import create_app
 from hosting.storage import StorageError, build_storage
 from hosting.storage._azure import OPERATION_TIMEOUT_S
-from hosting.storage.cosmos import open_cosmos_storage
+from hosting.storage.cosmos import CosmosStorage
 from hosting.storage.registry import CosmosSettings
 from tests.support.azurite import Azurite, require_node, scratch_settings
 from tests.support.channel import Conversation, FakeChannel
@@ -117,7 +117,7 @@ async def test_a_paused_cosmos_fails_a_storage_call_within_the_operation_timeout
     server = start_cosmos_server(tmp_path / "cosmos")
     try:
         settings = CosmosSettings(endpoint=server.endpoint, key=server.key, container="paused")
-        storage = await open_cosmos_storage(settings, connection_verify=LOCAL_CLIENT_OPTIONS["connection_verify"])
+        storage = await CosmosStorage.open(settings, connection_verify=LOCAL_CLIENT_OPTIONS["connection_verify"])
         try:
             await storage.write({"k": {"v": 1}})
             server.process.send_signal(signal.SIGSTOP)

@@ -13,8 +13,9 @@ Where ``node`` or the npm package is missing the tests that need Azurite are ski
 that is a failure.
 
 Also here: ``open_scratch_blob_storage`` / ``open_scratch_table_storage`` (a store on a fresh container or table,
-opened through the product's ``open_*_storage`` with ``FAST_FAIL_CLIENT_OPTIONS``: no retries, short timeouts),
-and ``FakeEndpoint``, a fake HTTP endpoint (not Azure, not Azurite) that answers every request with one status.
+opened through the product's ``BlobStorage.open`` / ``TableStorage.open`` with ``FAST_FAIL_CLIENT_OPTIONS``: no
+retries, short timeouts), and ``FakeEndpoint``, a fake HTTP endpoint (not Azure, not Azurite) that answers every
+request with one status.
 """
 
 from __future__ import annotations
@@ -250,18 +251,18 @@ def scratch_settings(server: Azurite, storage: str) -> Settings:
 
 async def open_scratch_blob_storage(server: Azurite) -> StateStorage:
     """A BlobStorage on a new, empty container, opened the way the app opens it, failing fast."""
-    from hosting.storage.blob import open_blob_storage
+    from hosting.storage.blob import BlobStorage
 
     server.ensure_running()
-    return await open_blob_storage(scratch_settings(server, "blob").store, **FAST_FAIL_CLIENT_OPTIONS)
+    return await BlobStorage.open(scratch_settings(server, "blob").store, **FAST_FAIL_CLIENT_OPTIONS)
 
 
 async def open_scratch_table_storage(server: Azurite) -> StateStorage:
     """A TableStorage on a new, empty table, opened the way the app opens it, failing fast."""
-    from hosting.storage.table import open_table_storage
+    from hosting.storage.table import TableStorage
 
     server.ensure_running()
-    return await open_table_storage(scratch_settings(server, "table").store, **FAST_FAIL_CLIENT_OPTIONS)
+    return await TableStorage.open(scratch_settings(server, "table").store, **FAST_FAIL_CLIENT_OPTIONS)
 
 
 class FakeEndpoint:

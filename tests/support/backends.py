@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from hosting.storage import MemoryStateStorage, SqliteStorage, StateStorage
+from hosting.storage.base import ANY_E_TAG, PendingWrite
 
 BackendFactory = Callable[[pytest.FixtureRequest, Path], Awaitable[StateStorage]]
 
@@ -66,15 +67,15 @@ if os.environ.get("COSMOS_ENDPOINT", "").strip() and os.environ.get("COSMOS_KEY"
 
 
 # -- planting damaged records -----------------------------------------------------------------------------------
-# A record nobody can decode must be written past the codec, with the backend's own primitive (``_upsert`` takes
-# the document text as is). Cosmos keeps ``document`` as a JSON object, so text that is not JSON goes in as a
-# JSON string there: what a foreign or broken writer could leave behind.
+# A record nobody can decode must be written past the codec, with the backend's own primitives (an unconditional
+# ``_write_one`` takes the document text as is). Cosmos keeps ``document`` as a JSON object, so text that is not
+# JSON goes in as a JSON string there: what a foreign or broken writer could leave behind.
 
 DamageWriter = Callable[[StateStorage, str, str], Awaitable[None]]
 
 
-async def _upsert_raw(storage: StateStorage, key: str, text: str) -> None:
-    await storage._upsert(key, text)
+async def _write_raw(storage: StateStorage, key: str, text: str) -> None:
+    await storage._write_one(PendingWrite(key, text, ANY_E_TAG))
 
 
 async def _cosmos_raw(storage: StateStorage, key: str, text: str) -> None:
@@ -95,7 +96,7 @@ RAW_WRITERS: dict[str, DamageWriter] = {"cosmos": _cosmos_raw}
 
 async def plant_raw(storage: StateStorage, key: str, text: str) -> None:
     """Store ``text`` as ``key``'s document, bypassing the codec (to plant records that cannot be decoded)."""
-    await RAW_WRITERS.get(storage.name, _upsert_raw)(storage, key, text)
+    await RAW_WRITERS.get(storage.name, _write_raw)(storage, key, text)
 
 
 # -- reading records as the backend keeps them ------------------------------------------------------------------
