@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import aiohttp
+import pytest
 import pytest_asyncio
 
 from app import create_app
 from config import Settings
-from tests.support.channel import serving
+from tests.support.channel import Conversation, FakeChannel, serving
 from tests.support.counting_bot import counting_bot
 
 
@@ -18,3 +20,11 @@ async def counting_bot_url(settings: Settings) -> AsyncIterator[str]:
     folder; yields its messages URL."""
     async with serving(await create_app(settings, bot_factory=counting_bot)) as url:
         yield url
+
+
+@pytest.fixture(params=[False, True], ids=["normal", "expectReplies"])
+def counting_conversation(
+    request: pytest.FixtureRequest, http: aiohttp.ClientSession, counting_bot_url: str, channel: FakeChannel
+) -> Conversation:
+    """A new user in a new conversation with the counting bot, in each delivery mode."""
+    return Conversation(http, counting_bot_url, channel, expect_replies=request.param)
