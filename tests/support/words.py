@@ -7,7 +7,7 @@ from the template (``expect_echo``, ``echo_of``). Rewording a reply therefore fa
 wording on purpose, tests/bot/test_wording.py; the others keep checking what the reply *means*.
 
 A template's fields (``{name}``, ``{number}``, ...) become named groups; ``number`` is digits, the others any text.
-``loose=True`` also accepts what Web Chat's typesetting makes of a text (curly apostrophes, collapsed whitespace).
+``loose=True`` also accepts what Web Chat's typesetting makes of a text (curly quotes, line breaks).
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ from bots.state_bot import ECHO_TEXT, NAME_TAKEN_TEXT, STRANGER_TEXT, WELCOME_BA
 __all__ = [
     "ASK_NAME",
     "Echo",
+    "as_typeset",
     "echo_number",
     "echo_of",
     "echo_pattern",
     "expect_echo",
+    "in_browser",
     "is_welcome",
     "stranger",
     "template_pattern",
@@ -36,7 +38,8 @@ __all__ = [
 
 #: What a field of a template may hold; any other field holds any text.
 _FIELD_PATTERNS = {"number": r"\d+"}
-_APOSTROPHES = "'\u2019"
+#: What Web Chat's typesetting may make of a quote: straight, or curly (opening or closing).
+_QUOTES = {"'": "['\u2018\u2019]", '"': '["\u201c\u201d]'}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +56,18 @@ class Echo:
 def _literal(text: str, *, loose: bool) -> str:
     if not loose:
         return re.escape(text)
+    return as_typeset(text)
+
+
+def as_typeset(text: str) -> str:
+    """A regular expression (source) for ``text`` as Web Chat may show it: any quote straight or curly, and white
+    space as any or none (a line break can be an element boundary, which leaves no white space in the page's text)."""
     pattern = []
-    for word in re.split(r"(\s+)", text):
-        if not word:
-            continue
-        if word.isspace():
-            pattern.append(r"\s+")
-        else:
-            pattern.append("".join(f"[{_APOSTROPHES}]" if char in _APOSTROPHES else re.escape(char) for char in word))
+    for part in re.split(r"(\s+)", text):
+        if part.isspace():
+            pattern.append(r"\s*")
+        elif part:
+            pattern.append("".join(_QUOTES.get(char) or re.escape(char) for char in part))
     return "".join(pattern)
 
 
@@ -94,6 +101,13 @@ def template_pattern(template: str, *, loose: bool = False, **known: object) -> 
 def echo_pattern(*, loose: bool = False, **known: object) -> re.Pattern[str]:
     """The echo (``ECHO_TEXT``), with the fields in ``known`` fixed (``name="Ada", text="hello"``)."""
     return template_pattern(ECHO_TEXT, loose=loose, **known)
+
+
+def in_browser(pattern: re.Pattern[str]) -> str:
+    """``pattern``'s source as a JavaScript regular expression (Playwright's ``has_text``): no named groups."""
+    if "(?P=" in pattern.pattern:
+        raise ValueError("a field that repeats cannot be matched in the browser")
+    return re.sub(r"\(\?P<\w+>", "(?:", pattern.pattern)
 
 
 def echo_of(reply: str, *, loose: bool = False) -> Echo | None:
