@@ -104,9 +104,14 @@ async def test_a_whole_conversation_in_web_chat_survives_a_restart(
     assert (echo.number, echo.channel) == (2, "directline")
 
     # The profile, question by question: each answer is followed by the next question (the last by "saved").
-    # (Pressed answers are the buttons' labels.)
-    given = {"transport": "Bicycle", "name": "Ada Lovelace", "wants_age": "Yes", "age": "36", "picture": picture}
-    given |= {"confirm": "Yes"}
+    given = {  # a pressed answer is its button's label
+        "transport": "Bicycle",
+        "name": "Ada Lovelace",
+        "wants_age": "Yes",
+        "age": "36",
+        "picture": picture,
+        "confirm": "Yes",
+    }
     questions = profile.asked(**given)
     for number, answer in enumerate(profile.answers(**given)):
         expect = as_typeset(questions[number].asks if number < len(questions) else SAVED_TEXT)

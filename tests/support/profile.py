@@ -73,21 +73,22 @@ def asked(**given: object) -> list[Question]:
     return [question for question in QUESTIONS if question.asked(chosen)]
 
 
-def answers(*, until: str | None = None, **given: object) -> list[object]:
+def answers(*, since: str | None = None, until: str | None = None, **given: object) -> list[object]:
     """``profile``, then the answers to each question the dialog asks, in order.
 
     ``until``: stop when that question has been asked (its answer is not sent); None answers every question,
-    the confirmation too. ``given``: answers by question key; the others are the defaults.
+    the confirmation too. ``since``: only the answers after the one to that question (the test sent it itself).
+    ``given``: answers by question key; the others are the defaults.
     """
     chosen = _chosen(given)
-    sent: list[object] = [START]
-    for question in asked(**given):
-        if question.key == until:
-            return sent
-        sent.append(chosen[question.key])
-    if until is not None:
-        raise ValueError(f"with these answers the dialog never asks {until!r}")
-    return sent
+    keys = [question.key for question in asked(**given)]
+    for key in (since, until):
+        if key is not None and key not in keys:
+            raise ValueError(f"with these answers the dialog never asks {key!r}; it asks {keys}")
+    sent: list[object] = [START, *(chosen[key] for key in keys)]
+    end = len(sent) if until is None else keys.index(until) + 1
+    start = 0 if since is None else keys.index(since) + 2
+    return sent[start:end]
 
 
 def asks(key: str) -> str:
