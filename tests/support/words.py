@@ -21,7 +21,6 @@ from bots.commands import ASK_NAME, HELP_TEXT
 from bots.state_bot import ECHO_TEXT, NAME_TAKEN_TEXT, STRANGER_TEXT, WELCOME_BACK_TEXT, WELCOME_TEXT
 
 __all__ = [
-    "ASK_NAME",
     "Echo",
     "as_typeset",
     "echo_number",
