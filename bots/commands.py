@@ -45,6 +45,12 @@ ASK_NAME = "What's your name?"
 EXPORT_FILE_NAME = "my-data.json"
 EXPORT_TEXT = "Here is everything I have stored about you, as a file."
 NAME_QUESTION = "the question about your name"
+NOTHING_STORED_TEXT = "I don't have anything stored about you yet. Try 'profile'."
+STORED_TEXT = "This is what I have stored about you:"
+NOTHING_TO_CANCEL_TEXT = "There is nothing to cancel."
+CANCELLED_TEXT = "Cancelled. Nothing you stored before has changed."
+#: Said when a command interrupts a question (``pending``: how ``PENDING_DIALOGS`` names it).
+LEAVING_TEXT = "OK, leaving {pending}; nothing you stored before has changed."
 # What each dialog is waiting for, as the bot names it when a command interrupts it.
 PENDING_DIALOGS = {
     PROFILE_DIALOG: "the profile questions",
@@ -131,16 +137,16 @@ async def _name(turn: CommandTurn) -> None:
 async def _show(turn: CommandTurn) -> None:
     profile = await turn.profile.get(turn.context)
     if profile.is_empty:
-        await turn.context.send_activity("I don't have anything stored about you yet. Try 'profile'.")
+        await turn.context.send_activity(NOTHING_STORED_TEXT)
         return
-    reply = plain_text("This is what I have stored about you:\n\n" + describe_profile(profile))
+    reply = plain_text(f"{STORED_TEXT}\n\n{describe_profile(profile)}")
     if profile.picture:
         reply.attachments = [picture_attachment(profile.picture)]
     await turn.context.send_activity(reply)
 
 
 async def _cancel(turn: CommandTurn) -> None:
-    await turn.context.send_activity("There is nothing to cancel.")
+    await turn.context.send_activity(NOTHING_TO_CANCEL_TEXT)
 
 
 async def _export(turn: CommandTurn) -> None:
@@ -195,8 +201,8 @@ async def run_command(command: Command, turn: CommandTurn) -> None:
         await turn.ask_again()
     elif command.in_dialog is InDialog.CANCEL:
         await turn.drop_pending()
-        await turn.context.send_activity("Cancelled. Nothing you stored before has changed.")
+        await turn.context.send_activity(CANCELLED_TEXT)
     else:
         await turn.drop_pending()
-        await turn.context.send_activity(f"OK, leaving {pending}; nothing you stored before has changed.")
+        await turn.context.send_activity(LEAVING_TEXT.format(pending=pending))
         await command.run(turn)

@@ -37,6 +37,7 @@ from data_models.accessors import (
 )
 from dialogs import (
     GREET_BACK,
+    REFUSED_NAME_TEXT,
     ForgetDialog,
     NameDialog,
     ProfileDialog,
@@ -60,6 +61,17 @@ LOST_TRACK_TEXT = (
     "Sorry, I lost track of the question I was asking you, so I've dropped it; nothing you stored has changed. "
     "Please start again with the command (type 'help' to see them)."
 )
+# What the bot says, each in one place (tests/support/words.py derives its matchers from these, so rewording one
+# fails only the test that pins it: tests/bot/test_wording.py). Fields in braces are filled in with str.format.
+WELCOME_TEXT = (
+    "Hello and welcome! I'm a bot that remembers you: your name and profile stay with me "
+    "across conversations until you tell me to forget them."
+)
+WELCOME_BACK_TEXT = "Welcome back, {name}! Type 'help' to see what I can do."
+STRANGER_TEXT = "Hello! I don't know you yet."
+NAME_TAKEN_TEXT = "Thanks, {name}! I'll remember you. Send me anything and I'll echo it; type 'help' for commands."
+#: The echo of a message: what was sent, then its number in the conversation, when it was sent and on what channel.
+ECHO_TEXT = "{name} sent: {text}\n\nMessage #{number} in this conversation, received {time} on channel '{channel}'."
 
 
 def received_at(activity_timestamp: datetime | None, local_timestamp: datetime | None) -> datetime:
@@ -129,16 +141,9 @@ class StateBot(ActivityHandler):
             if member.id == turn_context.activity.from_property.id:
                 profile = await self._profile.get(turn_context)
             if profile.name:
-                await turn_context.send_activity(
-                    plain_text(f"Welcome back, {profile.name}! Type 'help' to see what I can do.")
-                )
+                await turn_context.send_activity(plain_text(WELCOME_BACK_TEXT.format(name=profile.name)))
                 continue
-            await turn_context.send_activity(
-                question(
-                    "Hello and welcome! I'm a bot that remembers you: your name and profile stay with me "
-                    "across conversations until you tell me to forget them.\n\n" + HELP_TEXT + "\n\n" + ASK_NAME
-                )
-            )
+            await turn_context.send_activity(question(f"{WELCOME_TEXT}\n\n{HELP_TEXT}\n\n{ASK_NAME}"))
             if member.id == turn_context.activity.from_property.id:
                 await self._member.set(turn_context, MemberData(asked_for_name=True))
 
@@ -183,7 +188,7 @@ class StateBot(ActivityHandler):
             await turn_context.send_activity(plain_text(self._echo(turn_context, profile.name, data.message_count)))
             return
         await self._member.set(turn_context, MemberData(asked_for_name=True))
-        await turn_context.send_activity(question(f"Hello! I don't know you yet. {ASK_NAME}"))
+        await turn_context.send_activity(question(f"{STRANGER_TEXT} {ASK_NAME}"))
 
     async def _take_name(self, turn_context: TurnContext) -> None:
         """The answer to the first-contact question "What's your name?"."""
@@ -193,26 +198,20 @@ class StateBot(ActivityHandler):
             return
         problem = check_name(text)
         if problem:
-            await turn_context.send_activity(question(f"Sorry, {problem}. {ASK_NAME}"))
+            await turn_context.send_activity(question(f"{REFUSED_NAME_TEXT.format(problem=problem)} {ASK_NAME}"))
             return
         name = text.strip()
         profile = await self._profile.get(turn_context)
         await self._profile.set(turn_context, replace(profile, name=name))
         await self._member.set(turn_context, MemberData(asked_for_name=False))
-        await turn_context.send_activity(
-            plain_text(
-                f"Thanks, {name}! I'll remember you. Send me anything and I'll echo it; type 'help' for commands."
-            )
-        )
+        await turn_context.send_activity(plain_text(NAME_TAKEN_TEXT.format(name=name)))
 
     @staticmethod
     def _echo(turn_context: TurnContext, name: str, number: int) -> str:
         activity = turn_context.activity
         moment = received_at(activity.timestamp, activity.local_timestamp)
-        return (
-            f"{name} sent: {activity.text or ''}\n\n"
-            f"Message #{number} in this conversation, received {format_time(moment)} "
-            f"on channel '{activity.channel_id}'."
+        return ECHO_TEXT.format(
+            name=name, text=activity.text or "", number=number, time=format_time(moment), channel=activity.channel_id
         )
 
     async def _erase_user(self, turn_context: TurnContext) -> Forgotten:

@@ -11,7 +11,7 @@ waterfall's step names per id and fails when they change without a new id.
 
 from .forget_dialog import FORGET_DIALOG, ForgetDialog
 from .name_dialog import NAME_DIALOG, NameDialog
-from .names import GREET_BACK, NAME_MAX_LENGTH, check_name, is_greeting
+from .names import GREET_BACK, NAME_MAX_LENGTH, REFUSED_NAME_TEXT, check_name, is_greeting
 from .profile_dialog import PROFILE_DIALOG, ProfileDialog, describe_profile, picture_attachment
 from .questions import plain_text, question
 
@@ -21,6 +21,7 @@ __all__ = [
     "NAME_DIALOG",
     "NAME_MAX_LENGTH",
     "PROFILE_DIALOG",
+    "REFUSED_NAME_TEXT",
     "ForgetDialog",
     "NameDialog",
     "ProfileDialog",

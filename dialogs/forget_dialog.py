@@ -30,6 +30,13 @@ CLEAR_NO = frozenset(
 )
 #: Unclear answers after which the question ends as a no.
 UNCLEAR_ANSWERS = 3
+FORGET_QUESTION = (
+    "This deletes your name, your profile and what I keep about you in every conversation with me. "
+    "Are you sure? (yes or no)"
+)
+FORGET_RETRY = "Please answer yes or no: shall I forget everything about you? Only a clear yes deletes."
+#: ``removed``: what was deleted, in words (``bots.user_data.Forgotten``).
+FORGOTTEN_TEXT = "Done: I've forgotten everything I knew about you ({removed})."
 KEPT_TEXT = "OK, I haven't deleted anything."
 UNCLEAR_TEXT = "I'll take that as a no: I haven't deleted anything. Type 'forget' again if you do want it."
 
@@ -60,15 +67,8 @@ class ForgetDialog(ComponentDialog):
         return await step.prompt(
             _CONFIRM_PROMPT,
             PromptOptions(
-                prompt=question(
-                    "This deletes your name, your profile and what I keep about you in every conversation with me. "
-                    "Are you sure? (yes or no)",
-                    suggestions=(YES_BUTTON, NO_BUTTON),
-                ),
-                retry_prompt=question(
-                    "Please answer yes or no: shall I forget everything about you? Only a clear yes deletes.",
-                    suggestions=(YES_BUTTON, NO_BUTTON),
-                ),
+                prompt=question(FORGET_QUESTION, suggestions=(YES_BUTTON, NO_BUTTON)),
+                retry_prompt=question(FORGET_RETRY, suggestions=(YES_BUTTON, NO_BUTTON)),
             ),
         )
 
@@ -79,5 +79,5 @@ class ForgetDialog(ComponentDialog):
         # Ending the dialog first keeps the stack tidy; the erase then drops this conversation's state entirely.
         result = await step.end_dialog()
         removed = await self._erase(step.context)
-        await step.context.send_activity(f"Done: I've forgotten everything I knew about you ({removed}).")
+        await step.context.send_activity(FORGOTTEN_TEXT.format(removed=removed))
         return result

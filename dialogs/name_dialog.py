@@ -19,6 +19,12 @@ NAME_DIALOG = "name"
 _STEPS = "name.steps"
 _NAME_PROMPT = "name.prompt"
 
+NEW_NAME_QUESTION = "What should I call you?"
+#: The question when a name is stored already (``current``).
+CHANGE_NAME_QUESTION = NEW_NAME_QUESTION + " (Now: {current}.)"
+NEW_NAME_RETRY = f"A name needs 1 to {NAME_MAX_LENGTH} characters. {NEW_NAME_QUESTION}"
+RENAMED_TEXT = "Thanks, {name}! I'll call you that from now on."
+
 
 class NameDialog(ComponentDialog):
     def __init__(self, profile: ModelProperty[UserProfile]) -> None:
@@ -30,18 +36,15 @@ class NameDialog(ComponentDialog):
 
     async def _ask(self, step: WaterfallStepContext) -> DialogTurnResult:
         current = (await self._profile.get(step.context)).name
-        ask = "What should I call you?"
+        ask = question(CHANGE_NAME_QUESTION.format(current=current), plain=True) if current else None
         return await step.prompt(
             _NAME_PROMPT,
-            PromptOptions(
-                prompt=question(f"{ask} (Now: {current}.)", plain=True) if current else question(ask),
-                retry_prompt=question(f"A name needs 1 to {NAME_MAX_LENGTH} characters. {ask}"),
-            ),
+            PromptOptions(prompt=ask or question(NEW_NAME_QUESTION), retry_prompt=question(NEW_NAME_RETRY)),
         )
 
     async def _store(self, step: WaterfallStepContext) -> DialogTurnResult:
         name = step.result.strip()
         profile = await self._profile.get(step.context)
         await self._profile.set(step.context, replace(profile, name=name))
-        await step.context.send_activity(plain_text(f"Thanks, {name}! I'll call you that from now on."))
+        await step.context.send_activity(plain_text(RENAMED_TEXT.format(name=name)))
         return await step.end_dialog()

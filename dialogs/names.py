@@ -37,6 +37,8 @@ GREETINGS = frozenset(
     }
 )
 GREET_BACK = "Hello to you too!"
+#: Why a name is refused (``problem``: what ``check_name`` says), before the question is asked again.
+REFUSED_NAME_TEXT = "Sorry, {problem}."
 # Answers to "What name should I store? (Type keep ...)" that mean the name already stored, not a new one.
 KEEP_ANSWERS = frozenset({"keep", "keep it", "same", "the same", "yes", "ok", "okay", "unchanged"})
 # Unicode categories a name may not contain: controls (Cc), format characters (Cf: bidi overrides such as U+202E,
@@ -95,6 +97,6 @@ class NamePrompt(BoundedTextPrompt):
                 await turn_context.send_activity(GREET_BACK)
                 is_retry = False
             elif problem:  # say exactly what is wrong, then ask the question itself again
-                await turn_context.send_activity(f"Sorry, {problem}.")
+                await turn_context.send_activity(REFUSED_NAME_TEXT.format(problem=problem))
                 is_retry = False
         await super().on_prompt(turn_context, state, options, is_retry)

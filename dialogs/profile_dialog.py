@@ -47,6 +47,27 @@ YES = frozenset({"yes", "y", "yeah", "yep", "yup", "sure", "ok", "okay", "yes pl
 NO = frozenset({"no", "n", "nope", "nah", "no thanks", "not now"})
 _DRAFT = "draft"
 
+# What the dialog asks and says, in the order it asks (fields in braces are filled in with str.format).
+TRANSPORT_QUESTION = "How do you usually get around?"
+TRANSPORT_RETRY = f"Please pick one of: {', '.join(TRANSPORT_CHOICES)}."
+NAME_QUESTION = "What name should I store?"
+#: The name question when a name is stored already (``current``).
+KEEP_NAME_QUESTION = NAME_QUESTION + " (Type keep to stay {current}.)"
+NAME_RETRY = f"A name needs 1 to {NAME_MAX_LENGTH} characters. {NAME_QUESTION}"
+WANTS_AGE_QUESTION = "Would you like to tell me your age? (yes or no)"
+WANTS_AGE_RETRY = "Please answer yes or no: would you like to tell me your age?"
+AGE_QUESTION = "How old are you?"
+AGE_RETRY = f"Please give your age as a whole number from {AGE_MIN} to {AGE_MAX}."
+PICTURE_QUESTION = f"Send me a profile picture (JPEG or PNG), or type {SKIP}."
+PICTURE_RETRY = f"That wasn't a JPEG or PNG picture. Send one, or type {SKIP}."
+#: ``problem``: why the picture cannot be kept (``data_models.picture_url_problem``).
+PICTURE_REFUSED_TEXT = f"I can't keep that picture: {{problem}}. Send another JPEG or PNG, or type {SKIP}."
+SUMMARY_TEXT = "Here is what I've got:"
+CONFIRM_QUESTION = "Shall I save this profile? (yes or no)"
+CONFIRM_RETRY = "Please answer yes or no: shall I save this profile?"
+SAVED_TEXT = "Saved. Type 'show' to see your profile any time."
+DISCARDED_TEXT = "OK, I've discarded those answers; your profile is unchanged."
+
 
 class ProfileDialog(ComponentDialog):
     def __init__(self, profile: ModelProperty[UserProfile]) -> None:
@@ -79,8 +100,8 @@ class ProfileDialog(ComponentDialog):
         return await step.prompt(
             _TRANSPORT_PROMPT,
             PromptOptions(
-                prompt=question("How do you usually get around?"),
-                retry_prompt=question(f"Please pick one of: {', '.join(TRANSPORT_CHOICES)}."),
+                prompt=question(TRANSPORT_QUESTION),
+                retry_prompt=question(TRANSPORT_RETRY),
                 choices=[Choice(value) for value in TRANSPORT_CHOICES],
                 style=ListStyle.suggested_action,
             ),
@@ -89,19 +110,11 @@ class ProfileDialog(ComponentDialog):
     async def _ask_name(self, step: WaterfallStepContext) -> DialogTurnResult:
         found: FoundChoice = step.result
         _draft(step)["transport"] = found.value
-        prompt = question("What name should I store?")
+        prompt = question(NAME_QUESTION)
         current = (await self._profile.get(step.context)).name
         if current:
-            prompt = question(
-                f"What name should I store? (Type keep to stay {current}.)", suggestions=(current,), plain=True
-            )
-        return await step.prompt(
-            _NAME_PROMPT,
-            PromptOptions(
-                prompt=prompt,
-                retry_prompt=question(f"A name needs 1 to {NAME_MAX_LENGTH} characters. What name should I store?"),
-            ),
-        )
+            prompt = question(KEEP_NAME_QUESTION.format(current=current), suggestions=(current,), plain=True)
+        return await step.prompt(_NAME_PROMPT, PromptOptions(prompt=prompt, retry_prompt=question(NAME_RETRY)))
 
     async def _ask_wants_age(self, step: WaterfallStepContext) -> DialogTurnResult:
         current = (await self._profile.get(step.context)).name
@@ -109,10 +122,8 @@ class ProfileDialog(ComponentDialog):
         return await step.prompt(
             _WANTS_AGE_PROMPT,
             PromptOptions(
-                prompt=question("Would you like to tell me your age? (yes or no)", suggestions=YES_NO),
-                retry_prompt=question(
-                    "Please answer yes or no: would you like to tell me your age?", suggestions=YES_NO
-                ),
+                prompt=question(WANTS_AGE_QUESTION, suggestions=YES_NO),
+                retry_prompt=question(WANTS_AGE_RETRY, suggestions=YES_NO),
             ),
         )
 
@@ -122,8 +133,8 @@ class ProfileDialog(ComponentDialog):
         return await step.prompt(
             _AGE_PROMPT,
             PromptOptions(
-                prompt=question("How old are you?"),
-                retry_prompt=question(f"Please give your age as a whole number from {AGE_MIN} to {AGE_MAX}."),
+                prompt=question(AGE_QUESTION),
+                retry_prompt=question(AGE_RETRY),
             ),
         )
 
@@ -132,8 +143,8 @@ class ProfileDialog(ComponentDialog):
         return await step.prompt(
             _PICTURE_PROMPT,
             PromptOptions(
-                prompt=question(f"Send me a profile picture (JPEG or PNG), or type {SKIP}."),
-                retry_prompt=question(f"That wasn't a JPEG or PNG picture. Send one, or type {SKIP}."),
+                prompt=question(PICTURE_QUESTION),
+                retry_prompt=question(PICTURE_RETRY),
             ),
         )
 
@@ -141,21 +152,21 @@ class ProfileDialog(ComponentDialog):
         picture = _first_picture(step.result)
         _draft(step)["picture"] = picture.to_dict() if picture else None
         draft = UserProfile.from_dict(_draft(step))
-        await step.context.send_activity(plain_text("Here is what I've got:\n\n" + describe_profile(draft)))
+        await step.context.send_activity(plain_text(f"{SUMMARY_TEXT}\n\n{describe_profile(draft)}"))
         return await step.prompt(
             _CONFIRM_PROMPT,
             PromptOptions(
-                prompt=question("Shall I save this profile? (yes or no)", suggestions=YES_NO),
-                retry_prompt=question("Please answer yes or no: shall I save this profile?", suggestions=YES_NO),
+                prompt=question(CONFIRM_QUESTION, suggestions=YES_NO),
+                retry_prompt=question(CONFIRM_RETRY, suggestions=YES_NO),
             ),
         )
 
     async def _finish(self, step: WaterfallStepContext) -> DialogTurnResult:
         if step.result:
             await self._profile.set(step.context, UserProfile.from_dict(_draft(step)))
-            await step.context.send_activity("Saved. Type 'show' to see your profile any time.")
+            await step.context.send_activity(SAVED_TEXT)
         else:
-            await step.context.send_activity("OK, I've discarded those answers; your profile is unchanged.")
+            await step.context.send_activity(DISCARDED_TEXT)
         return await step.end_dialog()
 
 
@@ -214,9 +225,7 @@ async def _validate_picture(prompt: PromptValidatorContext) -> bool:
         return True
     problem = _picture_problem(prompt.recognized.value) if prompt.recognized.succeeded else None
     if problem:  # the question again, with the reason (a validator that answers replaces the retry prompt)
-        await prompt.context.send_activity(
-            question(f"I can't keep that picture: {problem}. Send another JPEG or PNG, or type {SKIP}.")
-        )
+        await prompt.context.send_activity(question(PICTURE_REFUSED_TEXT.format(problem=problem)))
         return False
     text = (prompt.context.activity.text or "").strip().lower()
     if text == SKIP:

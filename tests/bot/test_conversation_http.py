@@ -9,7 +9,12 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from bots.commands import COMMANDS
+from bots.commands import COMMANDS, STORED_TEXT
+from data_models import Picture, UserProfile
+from dialogs import describe_profile
+from dialogs.forget_dialog import FORGET_QUESTION, FORGOTTEN_TEXT
+from dialogs.profile_dialog import SAVED_TEXT, SUMMARY_TEXT, TRANSPORT_CHOICES
+from tests.support import profile, words
 from tests.support.channel import Conversation
 
 
@@ -26,21 +31,19 @@ async def test_delivery_modes_answer_as_the_bot_framework_expects(conversation: 
         [(method, path, _headers)] = conversation.channel.requests[-1:]
         assert method == "POST"
         assert path == f"/v3/conversations/{conversation.conversation_id}/activities/{reply.activities[0]['replyToId']}"
-    assert "name" in reply.text
+    assert reply.texts == [words.stranger()]
 
 
 async def test_a_new_user_is_welcomed_named_and_echoed(conversation: Conversation) -> None:
     welcome = await conversation.join()
-    assert "remember" in welcome.text
+    assert words.is_welcome(welcome.text)
     assert all(f"**{command}**" in welcome.text for command in COMMANDS)
 
-    assert "Thanks, Ada!" in (await conversation.say("  Ada ")).text
+    assert (await conversation.say("  Ada ")).texts == [words.thanks("Ada")]
 
     echo = await conversation.say("hello there")
-    first_line, _, rest = echo.text.partition("\n")
-    assert first_line == "Ada sent: hello there"
-    assert "#2" in rest
-    assert "'emulator'" in rest
+    read = words.expect_echo(echo.text, "hello there", "Ada")
+    assert (read.number, read.channel) == (2, "emulator")
 
 
 async def test_the_echo_uses_the_local_timestamp_the_channel_sends(conversation: Conversation) -> None:
@@ -51,7 +54,7 @@ async def test_the_echo_uses_the_local_timestamp_the_channel_sends(conversation:
         "when?", timestamp="2026-11-25T18:00:00.000Z", localTimestamp="2026-11-25T19:00:00.000+01:00"
     )
 
-    assert "2026-11-25 19:00:00 +01:00" in echo.text
+    assert words.expect_echo(echo.text, "when?").time == "2026-11-25 19:00:00 +01:00"
 
 
 async def test_a_known_user_is_welcomed_back_in_a_new_conversation(conversation: Conversation) -> None:
@@ -66,29 +69,34 @@ async def test_a_known_user_is_welcomed_back_in_a_new_conversation(conversation:
         expect_replies=conversation.expect_replies,
     )
 
-    assert (await later.join()).text.startswith("Welcome back, Ada!")
-    assert (await later.say("ping")).text.startswith("Ada sent: ping")
+    assert (await later.join()).texts == [words.welcome_back("Ada")]
+    words.expect_echo((await later.say("ping")).text, "ping", "Ada")
 
 
 async def test_the_profile_dialog_over_http(conversation: Conversation) -> None:
     await conversation.say("hi")
     await conversation.say("Ada")
 
-    transport = await conversation.say("profile")
-    assert "get around" in transport.text
-    assert [a["value"] for a in transport.activities[0]["suggestedActions"]["actions"]] == ["Car", "Bus", "Bicycle"]
-    await conversation.say("Car")
-    await conversation.say("Ada L.")
-    await conversation.say("yes")
-    await conversation.say("36")
     picture = {"contentType": "image/jpeg", "contentUrl": "http://127.0.0.1:9/ada.jpg", "name": "ada.jpg"}
-    summary = await conversation.say(attachments=[picture])
-    assert "Shall I save this profile?" in summary.text
-    assert "Saved" in (await conversation.say("yes")).text
+    given = {"transport": "Car", "name": "Ada L.", "age": "36", "picture": picture}
+    questions = profile.asked(**given)
+    *answers, confirmation = profile.answers(**given)
+    for answer, question in zip(answers, questions, strict=True):
+        reply = (
+            await conversation.say(attachments=[answer]) if isinstance(answer, dict) else await conversation.say(answer)
+        )
+        assert question.asks in reply.text, question.key
+        if question.key == "transport":
+            suggested = reply.activities[0]["suggestedActions"]["actions"]
+            assert [action["value"] for action in suggested] == list(TRANSPORT_CHOICES)
+    stored = UserProfile(
+        name="Ada L.", transport="Car", age=36, picture=Picture("image/jpeg", picture["contentUrl"], "ada.jpg")
+    )
+    assert f"{SUMMARY_TEXT}\n\n{describe_profile(stored)}" in reply.texts
+    assert (await conversation.say(confirmation)).texts == [SAVED_TEXT]
 
     shown = await conversation.say("show")
-    assert "Name: Ada L." in shown.text
-    assert "Age: 36" in shown.text
+    assert shown.texts == [f"{STORED_TEXT}\n\n{describe_profile(stored)}"]
     assert shown.activities[0]["attachments"][0]["contentUrl"] == picture["contentUrl"]
 
 
@@ -96,10 +104,10 @@ async def test_forget_over_http(conversation: Conversation) -> None:
     await conversation.say("hi")
     await conversation.say("Ada")
 
-    assert "Are you sure?" in (await conversation.say("forget")).text
-    assert "forgotten" in (await conversation.say("yes")).text
+    assert FORGET_QUESTION in (await conversation.say("forget")).text
+    assert words.template_pattern(FORGOTTEN_TEXT).fullmatch((await conversation.say("yes")).text)
 
-    assert "name" in (await conversation.say("who am I?")).text
+    assert (await conversation.say("who am I?")).texts == [words.stranger()]
 
 
 @pytest.mark.parametrize(("path", "status"), [("/healthz", "ok"), ("/readyz", "ready")])

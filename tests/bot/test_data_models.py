@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from data_models import ConversationData, MemberData, Picture, UserProfile
+from data_models import ConversationData, MemberData, Picture, UserProfile, conversation_data, user_profile
 
 
 def test_a_full_profile_round_trips_through_json() -> None:
@@ -24,8 +24,9 @@ def test_conversation_data_round_trips_through_json() -> None:
 
 
 def test_records_carry_their_schema_version() -> None:
-    assert UserProfile().to_dict()["schema_version"] == 1
-    assert ConversationData().to_dict()["schema_version"] == 1
+    assert UserProfile().to_dict()["schema_version"] == user_profile.SCHEMA_VERSION
+    assert ConversationData().to_dict()["schema_version"] == conversation_data.SCHEMA_VERSION
+    assert MemberData().to_dict()["schema_version"] == conversation_data.SCHEMA_VERSION
 
 
 def test_a_profile_of_the_previous_shape_loads_with_defaults() -> None:
@@ -35,7 +36,7 @@ def test_a_profile_of_the_previous_shape_loads_with_defaults() -> None:
 
 def test_unknown_fields_are_ignored_and_wrong_types_become_defaults() -> None:
     stored = {
-        "schema_version": 99,
+        "schema_version": user_profile.SCHEMA_VERSION + 1,  # a newer one: read tolerantly too
         "name": "Ada",
         "age": "forty",
         "transport": 3,

@@ -21,6 +21,7 @@ from app import create_app
 from config import ConfigError, load_settings
 from hosting.storage import MemoryStateStorage
 from hosting.storage.base import EXPIRES_AT, ExpiryPolicy
+from tests.support import profile, words
 from tests.support.channel import Conversation, FakeChannel, serving
 from tests.support.clock import Clock
 from tests.support.harness import BotHarness
@@ -40,7 +41,7 @@ async def test_records_carry_the_configured_expiry_and_an_expired_conversation_s
         talk = Conversation(http, url, channel)
         await talk.say("hi")
         await talk.say("Ada")
-        assert "#3" in (await talk.say("one more")).text
+        assert words.echo_number((await talk.say("one more")).text) == 3
         written = time.time()
 
         stored = _stored(path)
@@ -50,9 +51,8 @@ async def test_records_carry_the_configured_expiry_and_an_expired_conversation_s
 
         await asyncio.sleep(2.5)  # past the conversation's time to live
 
-        again = (await talk.say("still me")).text
-        assert again.startswith("Ada sent: still me")  # the profile did not expire
-        assert "#1 " in again  # the conversation's counter did
+        again = words.expect_echo((await talk.say("still me")).text, "still me", "Ada")  # the profile did not expire
+        assert again.number == 1  # the conversation's counter did
 
 
 async def test_an_active_users_records_never_expire_and_an_idle_ones_do() -> None:
@@ -64,15 +64,15 @@ async def test_an_active_users_records_never_expire_and_an_idle_ones_do() -> Non
     active = BotHarness(store, user_id="active")
     idle = BotHarness(store, user_id="idle", conversation_id="conv-idle")
     for user, name in ((active, "Ada"), (idle, "Ida")):
-        await user.say_all("hi", name, "profile", "Car", "keep", "no", "skip", "yes")
+        await user.say_all("hi", name, *profile.answers(transport="Car"))
 
     for _ in range(10):  # five hours of a message every half hour
         clock.advance(minutes=30)
-        assert (await active.say("still here")).startswith("Ada sent: still here")
+        words.expect_echo(await active.say("still here"), "still here", "Ada")
 
     assert (await active.stored(active.user_key))["UserProfile"]["transport"] == "Car"
     assert await idle.stored(idle.user_key) is None
-    assert "don't know you yet" in await idle.say("back again")
+    assert await idle.say("back again") == words.stranger()
 
 
 def test_the_users_record_must_live_at_least_as_long_as_their_conversations() -> None:

@@ -12,14 +12,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bots.commands import ASK_NAME
 from config import Settings
+from dialogs import GREET_BACK
 from tests.support.processes import ROOT, BotProcess, bot_environment
 
 README = ROOT / "README.md"
 SECTION = "## Without the Emulator: curl"
 MAKE_RUN_ADDRESS = f"{Settings().host}:{Settings().port}"  # README's example talks to `make run`'s defaults
-WELCOME_END = "What's your name?"
-GREETED_BACK = "Hello to you too! What's your name?"
+# What README says the two replies are (it quotes the sample's texts, so rewording them means updating README).
+WELCOME_END = ASK_NAME
+GREETED_BACK = f"{GREET_BACK} {ASK_NAME}"
 LOG_LINE = re.compile(r"^\S+ \S+ (?P<level>[A-Z]+) (?P<logger>\S+): (?P<message>.*)$")
 
 

@@ -15,15 +15,18 @@ from botbuilder.dialogs.prompts import PromptOptions
 from bots import create_bot
 from bots.state_bot import NEWER_RECORD_TEXT
 from data_models import UserProfile
+from data_models.conversation_data import SCHEMA_VERSION as MEMBER_VERSION
 from data_models.migrations import MIGRATIONS, upgrade, v0_to_v1
 from data_models.user_profile import SCHEMA_VERSION as PROFILE_VERSION
 from hosting.storage import MemoryStateStorage, StateStorage, codec
+from tests.support import words
 from tests.support.harness import BotHarness
 
 # --- a record newer than the code --------------------------------------------------------------------------------
 
-V2_PROFILE = {
-    "schema_version": 2,
+#: A profile a newer version of the bot wrote: a version above this code's, with fields this code does not know.
+NEWER_PROFILE = {
+    "schema_version": PROFILE_VERSION + 1,
     "name": "Ada",
     "transport": "Bus",
     "age": 36,
@@ -37,10 +40,11 @@ def _without_e_tag(record: dict | None) -> dict | None:
     return None if record is None else {key: value for key, value in record.items() if key != "e_tag"}
 
 
-async def test_a_v2_user_record_survives_a_v1_turn_intact(storage: StateStorage) -> None:
-    """The rollback case: a newer deploy wrote v2 (extra fields); this v1 code must not write it back as v1."""
+async def test_a_newer_user_record_survives_a_turn_of_this_older_code_intact(storage: StateStorage) -> None:
+    """The rollback case: a newer deploy wrote its version (extra fields); this code must not write it back as its
+    own older version."""
     user = BotHarness(storage)
-    await storage.write({user.user_key: {"UserProfile": V2_PROFILE, "future_property": {"x": 1}}})
+    await storage.write({user.user_key: {"UserProfile": NEWER_PROFILE, "future_property": {"x": 1}}})
     before = _without_e_tag(await user.stored(user.user_key))
 
     for text in ("hi", "profile", "name", "forget", "yes"):
@@ -54,20 +58,20 @@ async def test_a_v2_user_record_survives_a_v1_turn_intact(storage: StateStorage)
 async def test_a_newer_member_record_refuses_the_turn_and_is_kept() -> None:
     user = BotHarness(MemoryStateStorage())
     await user.say_all("hi", "Ada")
-    record = {"MemberData": {"schema_version": 5, "asked_for_name": False, "mood": "happy"}}
+    record = {"MemberData": {"schema_version": MEMBER_VERSION + 1, "asked_for_name": False, "mood": "happy"}}
     await user.storage.write({user.member_key: {**record, "e_tag": "*"}})
 
     assert await user.say("ping") == NEWER_RECORD_TEXT
 
     assert _without_e_tag(await user.stored(user.member_key)) == record
-    assert (await user.elsewhere("conv-2").say("ping")).startswith("Ada sent: ping"), "other conversations go on"
+    words.expect_echo(await user.elsewhere("conv-2").say("ping"), "ping", "Ada")  # other conversations go on
 
 
 async def test_records_at_the_current_version_are_served_as_usual() -> None:
     user = BotHarness(MemoryStateStorage())
     await user.storage.write({user.user_key: {"UserProfile": {"schema_version": PROFILE_VERSION, "name": "Ada"}}})
 
-    assert (await user.say("ping")).startswith("Ada sent: ping")
+    words.expect_echo(await user.say("ping"), "ping", "Ada")
 
 
 # --- migrations ----------------------------------------------------------------------------------------------------
@@ -88,16 +92,19 @@ def test_v0_to_v1_keeps_the_name_and_adds_the_new_fields() -> None:
     }
 
 
-def test_a_v0_record_reads_as_a_v1_profile() -> None:
+def test_a_v0_record_reads_as_a_current_profile() -> None:
+    """Through every step: version 0 up to this code's ``SCHEMA_VERSION``."""
     assert UserProfile.from_dict({"name": "Ada"}) == UserProfile(name="Ada")
-    assert upgrade({"name": "Ada"}, 1)["schema_version"] == 1
+    upgraded = upgrade({"name": "Ada"}, PROFILE_VERSION)
+    assert upgraded["schema_version"] == PROFILE_VERSION
+    assert upgraded == UserProfile(name="Ada").to_dict(), "every field this version has, and no other"
 
 
 def test_upgrade_never_goes_down_and_never_skips_a_missing_step() -> None:
     with pytest.raises(ValueError, match="newer"):
-        upgrade({"schema_version": 2, "name": "Ada"}, 1)
-    with pytest.raises(ValueError, match="no migration from schema version 1"):
-        upgrade({"schema_version": 1}, 3)
+        upgrade({"schema_version": PROFILE_VERSION + 1, "name": "Ada"}, PROFILE_VERSION)
+    with pytest.raises(ValueError, match=f"no migration from schema version {PROFILE_VERSION}$"):
+        upgrade({"schema_version": PROFILE_VERSION}, PROFILE_VERSION + 2)
 
 
 # --- dialogs: a changed waterfall gets a new id ----------------------------------------------------------------

@@ -11,7 +11,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
-from botbuilder.schema import Activity, Attachment
+from botbuilder.schema import Attachment
 
 from app import create_app
 from bots import create_bot
@@ -22,8 +22,12 @@ from config import Settings, load_settings
 from data_models import ConversationIndex, KnownConversation
 from data_models.conversation_index import MAX_CONVERSATIONS
 from data_models.user_profile import MAX_PICTURE_DATA_CHARS
+from data_models.user_profile import SCHEMA_VERSION as PROFILE_VERSION
+from dialogs.forget_dialog import FORGET_QUESTION
+from dialogs.profile_dialog import SAVED_TEXT
 from hosting.pipeline import NOT_COMPACTED_TEXT
 from hosting.storage import Delete, MemoryStateStorage, SqliteStorage, StateStorage, StorageError
+from tests.support import profile, words
 from tests.support.backends import plant_raw
 from tests.support.channel import Conversation, FakeChannel, serving
 from tests.support.harness import BotHarness
@@ -36,11 +40,15 @@ PICTURE_URL = "https://pictures.invalid/zebulonia-secret.png"
 
 
 async def _profile_with_picture(user: BotHarness) -> None:
-    await user.say_all("profile", "Bicycle", SECRET_NAME, "no")
-    await user.send(
-        Activity(type="message", attachments=[Attachment(content_type="image/png", content_url=PICTURE_URL)])
-    )
-    assert "Saved" in await user.say("yes")
+    picture = Attachment(content_type="image/png", content_url=PICTURE_URL)
+    *answers, confirmation = profile.answers(transport="Bicycle", name=SECRET_NAME, picture=picture)
+    await user.say_all(*answers)
+    assert await user.say(confirmation) == SAVED_TEXT
+
+
+def _a_draft(name: str, transport: str = "Car") -> list[object]:
+    """A profile dialog left waiting after its name question was answered with ``name``: a draft holding it."""
+    return profile.answers(until="wants_age", transport=transport, name=name)
 
 
 async def test_forget_removes_the_user_everywhere_and_ends_dialogs_elsewhere(storage: StateStorage) -> None:
@@ -48,15 +56,16 @@ async def test_forget_removes_the_user_everywhere_and_ends_dialogs_elsewhere(sto
     await alice.say_all("hi", SECRET_NAME)
     await _profile_with_picture(alice)
     elsewhere = alice.elsewhere("conv-2")
-    assert "save this profile" in await elsewhere.say_all("profile", "Car", DRAFT_NAME, "yes", "71", "skip")
+    draft = profile.answers(until="confirm", name=DRAFT_NAME, age="71")
+    assert profile.asks("confirm") in await elsewhere.say_all(*draft)
     group = BotHarness(storage, conversation_id="group-1", group=True)
-    assert "What name should I store?" in await group.say_all("profile", "Bus")
+    assert profile.asks("name") in await group.say_all(*profile.answers(until="name", transport="Bus"))
     bob = group.member("bob")
     await bob.say_all("hi", "Bob")
     assert SECRET_NAME in await scan(storage)
     assert DRAFT_NAME in await scan(storage)
 
-    assert "Are you sure?" in await alice.say("forget")
+    assert FORGET_QUESTION in await alice.say("forget")
     reply = await alice.say("yes")
 
     assert "your profile and your state in 3 conversations" in reply
@@ -68,14 +77,16 @@ async def test_forget_removes_the_user_everywhere_and_ends_dialogs_elsewhere(sto
     assert await elsewhere.stored(elsewhere.conversation_key) is None
     assert (await group.stored(group.conversation_key))["ConversationData"]["message_count"] == 4, "the group's own"
     assert await bob.stored(bob.member_key) is not None, "another member's part of the group stays"
-    assert "Bob sent" in await bob.say("still here")
+    words.expect_echo(await bob.say("still here"), "still here", "Bob")
 
     # The dialog that was waiting for "yes" in conv-2 is gone: "yes" there is an ordinary message now.
     after = await elsewhere.say("yes")
-    assert "Saved" not in after
-    assert "don't know you yet" in after
+    assert after == words.stranger()
+    assert SAVED_TEXT not in after
     assert await alice.stored(alice.user_key) is None, "the profile was not re-created"
-    assert "What name should I store?" not in await group.say("Ottoline")
+    after = await group.say("Ottoline")  # her dialog in the group is gone too: not taken as her name
+    assert after == words.stranger()
+    assert profile.asks("name") not in after
     assert await alice.stored(alice.user_key) is None
     assert SECRET_NAME not in await scan(storage)
     assert DRAFT_NAME not in await scan(storage)
@@ -96,9 +107,9 @@ async def test_export_returns_what_was_stored(storage: StateStorage) -> None:
     await alice.say_all("hi", SECRET_NAME)
     await _profile_with_picture(alice)
     elsewhere = alice.elsewhere("conv-2")
-    await elsewhere.say_all("profile", "Car", DRAFT_NAME)
+    await elsewhere.say_all(*_a_draft(DRAFT_NAME))
     group = BotHarness(storage, conversation_id="group-1", group=True)
-    await group.say_all("profile", "Bus", GROUP_DRAFT_NAME)
+    await group.say_all(*_a_draft(GROUP_DRAFT_NAME, transport="Bus"))
     await alice.elsewhere("conv-other-user", user_id="someone-else").say_all("hi", "Mallory")
 
     text, exported = await _export(alice)
@@ -161,8 +172,8 @@ async def test_over_http_forget_ends_a_dialog_in_another_conversation_and_export
     there = Conversation(http, bot_url, channel, user_id=here.user_id)
     await here.say("hi")
     await here.say(SECRET_NAME)
-    for text in ("profile", "Car", DRAFT_NAME, "no", "skip"):
-        await there.say(text)
+    for text in profile.answers(until="confirm", name=DRAFT_NAME):
+        await there.say(str(text))
 
     exported = await here.say("export")
     [attachment] = exported.activities[0]["attachments"]
@@ -172,9 +183,9 @@ async def test_over_http_forget_ends_a_dialog_in_another_conversation_and_export
 
     await here.say("forget")
     assert "your profile and your state in 2 conversations" in (await here.say("yes")).text
-    after = (await there.say("yes")).text
-    assert "Saved" not in after
-    assert "don't know you yet" in after
+    after = (await there.say("yes")).texts
+    assert after == [words.stranger()], "the dialog there ended: its yes saves nothing"
+    assert SAVED_TEXT not in after
 
 
 async def test_over_http_a_newer_user_record_is_left_intact(
@@ -182,7 +193,7 @@ async def test_over_http_a_newer_user_record_is_left_intact(
 ) -> None:
     user = Conversation(http, bot_url, channel)
     key = f"{user.channel_id}/users/{user.user_id}"
-    record = {"UserProfile": {"schema_version": 2, "name": "Ada", "nickname": "Countess"}}
+    record = {"UserProfile": {"schema_version": PROFILE_VERSION + 1, "name": "Ada", "nickname": "Countess"}}
     store = await SqliteStorage.open(settings.store.path)
     try:
         await store.write({key: dict(record)})
@@ -215,7 +226,7 @@ async def test_forget_and_export_include_the_damaged_copies_of_the_users_records
     alice = BotHarness(storage)
     await alice.say_all("hi", SECRET_NAME)
     elsewhere = alice.elsewhere("conv-2")
-    await elsewhere.say_all("profile", "Car", DRAFT_NAME)
+    await elsewhere.say_all(*_a_draft(DRAFT_NAME))
     await plant_raw(storage, elsewhere.member_key, '{"damaged draft of ' + DRAFT_NAME)
     await storage.move_aside(elsewhere.member_key)
     await plant_raw(storage, alice.user_key, '{"an old damaged profile of ' + SECRET_NAME)
@@ -241,10 +252,8 @@ async def test_export_is_bounded_and_lists_the_conversations_past_the_bound_by_i
     picture = "data:image/png;base64," + "A" * (MAX_PICTURE_DATA_CHARS - 40)
     for number in range(6):
         elsewhere = user.elsewhere(f"conv-big-{number}")
-        await elsewhere.say_all("profile", "Car", "keep", "no")
-        await elsewhere.send(
-            Activity(type="message", attachments=[Attachment(content_type="image/png", content_url=picture)])
-        )
+        await elsewhere.say_all(*profile.answers(until="picture"))
+        await elsewhere.say(attachments=[Attachment(content_type="image/png", content_url=picture)])
 
     text, exported = await _export(user)
 
@@ -285,7 +294,7 @@ async def test_a_conversation_started_while_forget_runs_is_forgotten_too(
 
         async def race() -> None:
             racer = BotHarness(store, here.user_id, there.conversation_id, here.channel_id)
-            await racer.say_all("profile", "Car", DRAFT_NAME)
+            await racer.say_all(*_a_draft(DRAFT_NAME))
 
         store.race = race
         reply = await here.say("yes")

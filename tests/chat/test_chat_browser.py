@@ -2,7 +2,9 @@
 
 Everything is real: the chat server process (the bot plus the local Direct Line endpoint), Web Chat's own
 bundle, Chromium, an sqlite file, and the bot's replies travelling back over its ``serviceUrl``. Without
-Chromium or Web Chat's bundle the test is skipped with the reason; under ``CI=true`` that is a failure.
+Chromium or Web Chat's bundle the test is skipped with the reason; under ``CI=true`` that is a failure. What the
+bot says is matched through tests/support/words.py and profile.py (the sample's own texts, as Web Chat typesets
+them), so the test follows the wording and the profile's questions wherever they change.
 """
 
 from __future__ import annotations
@@ -17,13 +19,20 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, async_playwright
 
+from bots.commands import ASK_NAME, COMMANDS, STORED_TEXT
+from bots.state_bot import WELCOME_TEXT
 from chat.server import WEBCHAT_JS
+from dialogs.profile_dialog import SAVED_TEXT, SUMMARY_TEXT
 from tests.chat.webchat_page import WebChatPage, chromium_missing_reason, launch, skip_or_fail
+from tests.support import profile, words
 from tests.support.processes import ROOT, BotProcess
+from tests.support.words import as_typeset
 
 ARTIFACTS = ROOT / "artifacts"
 SCREENSHOT = ARTIFACTS / "chat-browser.png"
 URL_PREFIX = "/v3/attachments/"
+#: The profile's questions answered with their suggested-action buttons; the others are typed (or uploaded).
+PRESSED = {"transport", "wants_age", "confirm"}
 
 
 class ChatProcess(BotProcess):
@@ -86,26 +95,40 @@ async def test_a_whole_conversation_in_web_chat_survives_a_restart(
     chat = WebChatPage(await context.new_page())
     await chat.open(f"{url}?user={user}")
 
-    welcome = await chat.wait_for(r"welcome.*your name\?")
-    assert all(command in welcome for command in ("help", "profile", "show", "forget"))  # the commands
-    assert "Ada" in await chat.say("Ada", expect=r"thanks, ada")
-    echo = await chat.say("hello from a browser", expect=r"sent: hello from a browser")
-    assert "#2" in echo
-    assert "directline" in echo
+    welcome = await chat.wait_for(f"{as_typeset(WELCOME_TEXT)}.*{as_typeset(ASK_NAME)}")
+    assert all(command in welcome for command in COMMANDS)  # the commands
+    assert "Ada" in await chat.say("Ada", expect=as_typeset(words.thanks("Ada")))
+    echoed = words.in_browser(words.echo_pattern(name="Ada", text="hello from a browser", loose=True))
+    echo = words.echo_of(await chat.say("hello from a browser", expect=echoed), loose=True)
+    assert echo is not None
+    assert (echo.number, echo.channel) == (2, "directline")
 
-    await chat.say("profile", expect=r"get around")
-    await chat.press("Bicycle", expect=r"what name should i store")
-    await chat.say("Ada Lovelace", expect=r"tell me your age")
-    await chat.press("Yes", expect=r"how old")
-    await chat.say("36", expect=r"picture")
-    summary = await chat.upload(picture, expect=r"here is what i.ve got")
-    assert all(answer in summary for answer in ("Bicycle", "Ada Lovelace", "36", "me.png"))
-    await chat.wait_for(r"save this profile")
-    # The user's own upload is shown as an image fetched from the Direct Line endpoint.
-    assert await chat.loaded_image_count(URL_PREFIX) >= 1
-    await chat.press("Yes", expect=r"saved")
+    # The profile, question by question: each answer is followed by the next question (the last by "saved").
+    given = {  # a pressed answer is its button's label
+        "transport": "Bicycle",
+        "name": "Ada Lovelace",
+        "wants_age": "Yes",
+        "age": "36",
+        "picture": picture,
+        "confirm": "Yes",
+    }
+    questions = profile.asked(**given)
+    for number, answer in enumerate(profile.answers(**given)):
+        expect = as_typeset(questions[number].asks if number < len(questions) else SAVED_TEXT)
+        answered = questions[number - 1].key if number else None
+        if isinstance(answer, Path):
+            await chat.upload(answer, expect=expect)
+        elif answered in PRESSED:
+            await chat.press(str(answer), expect=expect)
+        else:
+            await chat.say(str(answer), expect=expect)
+        if number + 1 == len(questions):  # the summary came before the last question
+            summary = await chat.wait_for(as_typeset(SUMMARY_TEXT))
+            assert all(part in summary for part in ("Bicycle", "Ada Lovelace", "36", "me.png"))
+            # The user's own upload is shown as an image fetched from the Direct Line endpoint.
+            assert await chat.loaded_image_count(URL_PREFIX) >= 1
 
-    shown = await chat.say("show", expect=r"stored about you")
+    shown = await chat.say("show", expect=as_typeset(STORED_TEXT))
     assert all(answer in shown for answer in ("Bicycle", "Ada Lovelace", "36", "me.png"))
     # ...and the bot's answer to "show" carries the picture again: one more image, loaded.
     await chat.page.wait_for_function(
@@ -127,8 +150,10 @@ async def test_a_whole_conversation_in_web_chat_survives_a_restart(
     chat = WebChatPage(await context.new_page())
     await chat.open(f"{url}?user={user}")
 
-    assert "Ada Lovelace" in await chat.wait_for(r"welcome back")
-    echo = await chat.say("still me", expect=r"sent: still me")
-    assert "#1" in echo  # a new conversation counts from one again
+    assert "Ada Lovelace" in await chat.wait_for(as_typeset(words.welcome_back("Ada Lovelace")))
+    still = words.in_browser(words.echo_pattern(name="Ada Lovelace", text="still me", loose=True))
+    echo = words.echo_of(await chat.say("still me", expect=still), loose=True)
+    assert echo is not None
+    assert echo.number == 1  # a new conversation counts from one again
     await context.close()
     assert "Traceback" not in chat_server.log_path.read_text()

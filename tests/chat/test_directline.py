@@ -27,6 +27,9 @@ from app import create_app
 from chat import ChatError, DirectLine, create_chat_app, local_settings
 from chat.directline import MAX_UPLOAD_BYTES, TOKEN_SECONDS
 from config import Settings, load_settings
+from data_models import Picture, UserProfile
+from dialogs import describe_profile
+from tests.support import profile, words
 from tests.support.processes import ROOT, bot_environment, free_port
 
 WEBCHAT_STAND_IN = "/* stand-in for webchat.js */"
@@ -158,7 +161,7 @@ async def test_starting_a_conversation_sends_one_conversation_update_and_the_wel
     assert update["type"] == "conversationUpdate"
     assert [member["id"] for member in update["membersAdded"]] == ["state-bot", "ada-1"]
     assert welcome["type"] == "message"
-    assert "your name?" in welcome["text"]
+    assert words.is_welcome(welcome["text"])
     assert welcome["from"]["id"] == "state-bot"
     assert welcome["recipient"]["id"] == "ada-1"
     for number, activity in enumerate(activities, start=1):
@@ -193,13 +196,12 @@ async def test_messages_are_forwarded_to_the_bot_and_replies_come_back_in_order(
     assert (echoed["id"], echoed["text"], echoed["from"]["role"]) == (sent_id, "Ada", "user")
     # botbuilder leaves replyToId out on the directline channel (as on Azure), so the reply comes to .../activities.
     assert "replyToId" not in thanks
-    assert "Thanks, Ada" in thanks["text"]
+    assert thanks["text"] == words.thanks("Ada")
 
     await client.send("hello", user_id="ada-2")
     (echo,) = await client.bot_texts()
-    assert echo.startswith("Ada sent: hello")
-    assert "#2" in echo
-    assert "'directline'" in echo
+    read = words.expect_echo(echo, "hello", "Ada")
+    assert (read.number, read.channel) == (2, "directline")
 
 
 async def test_the_watermark_pages_through_the_conversation(serve_chat: Callable[..., Any], http):
@@ -239,7 +241,10 @@ async def test_a_bad_watermark_is_a_400(client: Client, watermark: str):
 
 async def test_an_upload_reaches_the_bot_and_is_served_back(client: Client, http: aiohttp.ClientSession):
     await client.start("ada-3")
-    for text in ("Ada", "profile", "Bus", "Ada", "no"):
+    given = {"transport": "Bus", "name": "Ada"}
+    before_picture = profile.answers(until="picture", **given)
+    after_picture = profile.answers(until="confirm", **given)[len(before_picture) + 1 :]
+    for text in ("Ada", *before_picture):
         await client.send(text, user_id="ada-3")
     await client.new_activities()
     picture = b"\x89PNG\r\n\x1a\n not really a picture, but typed as one"
@@ -253,13 +258,17 @@ async def test_an_upload_reaches_the_bot_and_is_served_back(client: Client, http
         assert response.status == 200, await response.text()
         upload_id = (await response.json())["id"]
 
+    for text in after_picture:  # the profile's other questions, up to its summary
+        await client.send(text, user_id="ada-3")
     sent, *replies = await client.new_activities()
     assert sent["id"] == upload_id
     (attachment,) = sent["attachments"]
     assert attachment["name"] == "me.png"
     assert attachment["contentType"] == "image/png"
     assert attachment["thumbnailUrl"] == attachment["contentUrl"]
-    assert "Picture: me.png" in "\n".join(reply.get("text") or "" for reply in replies)
+    stored = Picture("image/png", attachment["contentUrl"], "me.png")
+    summary = describe_profile(UserProfile(name="Ada", transport="Bus", picture=stored))
+    assert summary in "\n".join(reply.get("text") or "" for reply in replies)
     async with http.get(attachment["contentUrl"]) as response:
         assert response.status == 200
         assert response.content_type == "image/png"

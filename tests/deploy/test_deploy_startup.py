@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 
 from tests.deploy.arm import template
+from tests.support import words
 from tests.support.channel import Conversation, FakeChannel
 from tests.support.processes import ROOT, bot_environment, free_port
 
@@ -79,9 +80,11 @@ async def test_the_template_startup_command_serves_a_turn_logs_at_log_level_and_
         await wait_until_ready(http, base, process, log)
 
         talk = Conversation(http, f"{base}/api/messages", channel, expect_replies=True)
-        assert "name" in (await talk.say("hi")).text
+        assert (await talk.say("hi")).texts == [words.stranger()]
         await talk.say("Ada")
-        assert (await talk.say("deployed")).text.startswith("Ada sent: deployed")
+        echoed = await talk.say("deployed")
+        assert echoed.status == 200
+        words.expect_echo(echoed.text, "deployed", "Ada")  # the sample's echo, worded by its template
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)

@@ -1,15 +1,15 @@
 """Several worker processes, one store: concurrent turns lose no update and never tell a user a lie.
 
 Real gunicorn (``gunicorn.conf.py``, the command ``make serve`` and App Service run) with 2 and 4 aiohttp
-workers on one sqlite file, and 2 workers on Azure Blob storage (Azurite). Messages are sent all at once, so
-turns of one conversation race across processes; the e_tag checks, the retries and the shared turn lock of
-``hosting.pipeline`` must serialise them.
+workers on one sqlite file, and 2 workers on Azure Blob storage (Azurite), serving the real app with the counting
+bot (tests/support/counting_bot.py: a counter per conversation, a name per user, words the tests own). Messages
+are sent all at once, so turns of one conversation race across processes; the e_tag checks, the retries and the
+shared turn lock of ``hosting.pipeline`` must serialise them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,17 +18,18 @@ import aiohttp
 import pytest
 
 from hosting.storage import build_storage
+from tests.support import counting_bot
 from tests.support.azurite import scratch_environment
 from tests.support.channel import Conversation, FakeChannel, Reply
 from tests.support.processes import GunicornProcess
 
 MESSAGES = 64
-NUMBER = re.compile(r"Message #(\d+) in this conversation")
+COUNTING_APP = "tests.support.counting_bot:create_app"
 
 
 @asynccontextmanager
 async def _serve(tmp_path: Path, workers: int, **settings: str) -> AsyncIterator[GunicornProcess]:
-    server = GunicornProcess(tmp_path / "gunicorn.log", WEB_CONCURRENCY=str(workers), **settings)
+    server = GunicornProcess(tmp_path / "gunicorn.log", COUNTING_APP, WEB_CONCURRENCY=str(workers), **settings)
     await server.start()
     try:
         yield server
@@ -38,7 +39,7 @@ async def _serve(tmp_path: Path, workers: int, **settings: str) -> AsyncIterator
 
 async def _named(conversation: Conversation, name: str) -> None:
     await conversation.say("hi")
-    assert f"Thanks, {name}!" in (await conversation.say(name)).text
+    assert (await conversation.say(counting_bot.call_me(name))).texts == [counting_bot.named(name)]
 
 
 async def _hot_conversation(conversation: Conversation, server: GunicornProcess) -> None:
@@ -60,18 +61,20 @@ async def _hot_conversation(conversation: Conversation, server: GunicornProcess)
         delivered = [activity for reply in replies for activity in reply.activities]
     else:
         delivered = conversation.channel.take()
-    echoes = [a["text"] for a in delivered if a.get("type") == "message" and " sent: burst " in a.get("text", "")]
-    assert sorted(text.split(" sent: ")[1].split("\n")[0] for text in echoes) == sorted(texts)
+    echoes = [counting_bot.counted(a.get("text") or "") for a in delivered if a.get("type") == "message"]
     assert len(delivered) == MESSAGES, "nothing but the echoes: no busy reply, no apology"
-    numbers = sorted(int(NUMBER.search(text).group(1)) for text in echoes)
-    assert numbers == list(range(numbers[0], numbers[0] + MESSAGES))
+    assert None not in echoes, [a.get("text") for a in delivered]
+    assert sorted(echo.text for echo in echoes) == sorted(texts)
+    assert {echo.name for echo in echoes} == {"Ada"}
+    numbers = sorted(echo.number for echo in echoes)
+    assert numbers == list(range(3, 3 + MESSAGES)), "after 'hi' and the name: 3, 4, ... each once"
     key = f"{conversation.channel_id}/conversations/{conversation.conversation_id}"
     store = await build_storage(server.settings.store)
     try:
         stored = (await store.read([key]))[key]
     finally:
         await store.close()
-    assert stored["ConversationData"]["message_count"] == numbers[-1]
+    assert stored[counting_bot.COUNTER]["count"] == numbers[-1]
 
 
 @pytest.mark.parametrize("workers", [2, 4])
@@ -94,29 +97,31 @@ async def test_a_hot_conversation_on_blob_loses_no_turn(
 async def test_one_user_naming_themselves_in_ten_conversations_at_once(
     tmp_path: Path, http: aiohttp.ClientSession, channel: FakeChannel
 ) -> None:
-    """Ten first turns race for one UserState record. Whichever name is stored, the bot said it was thanked for
-    it, and no conversation that thanked the user asks for a name again."""
+    """Ten first turns race for one UserState record. Whichever name is stored, the bot confirmed it, and every
+    conversation that confirmed a name then knows the user by the stored one."""
     async with _serve(tmp_path, 2, STORAGE="sqlite", SQLITE_PATH=str(tmp_path / "bot.sqlite3")) as server:
         talks = [
             Conversation(http, server.messages_url, channel, user_id="the-user", expect_replies=True) for _ in range(10)
         ]
         await asyncio.gather(*(talk.say("hi") for talk in talks))
 
-        answers = await asyncio.gather(*(talk.post(talk.activity(text=f"Name {i}")) for i, talk in enumerate(talks)))
+        answers = await asyncio.gather(
+            *(talk.post(talk.activity(text=counting_bot.call_me(f"Name {i}"))) for i, talk in enumerate(talks))
+        )
 
         assert {answer.status for answer in answers} == {200}
-        thanked = {i for i, answer in enumerate(answers) if f"Thanks, Name {i}!" in answer.text}
+        thanked = {i for i, answer in enumerate(answers) if answer.texts == [counting_bot.named(f"Name {i}")]}
         assert thanked, [answer.text for answer in answers]
         store = await build_storage(server.settings.store)
         try:
             stored = await store.read(["emulator/users/the-user"])
         finally:
             await store.close()
-        stored_name = stored["emulator/users/the-user"]["UserProfile"]["name"]
+        stored_name = stored["emulator/users/the-user"][counting_bot.USER]["name"]
         assert stored_name in {f"Name {i}" for i in thanked}
         for i in thanked:
             follow_up = await talks[i].say("and now?")
-            assert follow_up.text.startswith(f"{stored_name} sent: and now?")
+            assert follow_up.texts == [counting_bot.echo("and now?", 3, stored_name)]
 
 
 async def test_memory_storage_with_several_workers_is_refused(tmp_path: Path) -> None:

@@ -15,10 +15,13 @@ from botbuilder.dialogs import Dialog, DialogInstance, DialogSet, DialogState, D
 from botbuilder.dialogs.prompts import ActivityPrompt, PromptOptions
 
 from bots import create_bot
-from bots.commands import COMMANDS, EXPORT_TEXT
+from bots.commands import COMMANDS, EXPORT_TEXT, HELP_TEXT, NOTHING_TO_CANCEL_TEXT, STORED_TEXT
 from bots.state_bot import LOST_TRACK_TEXT
+from dialogs.forget_dialog import FORGET_QUESTION
+from dialogs.name_dialog import NEW_NAME_QUESTION
 from hosting.dialog_stack import unresumable
 from hosting.storage import MemoryStateStorage
+from tests.support import profile as profile_dialog
 from tests.support.harness import BotHarness
 
 
@@ -132,25 +135,26 @@ def test_other_kinds_of_dialog_are_checked_for_what_the_sdk_reads_of_them(
 async def test_every_stack_the_bots_own_dialogs_save_is_resumable() -> None:
     user = BotHarness(MemoryStateStorage())
     await user.say_all("hi", "Ada")
-    answers = ["profile", "Bus", "keep", "yes", "36", "skip", "yes", "name", "Grace", "forget", "no"]
+    answers = [*profile_dialog.answers(transport="Bus", age="36"), "name", "Grace", "forget", "no"]
     checked = 0
     for answer in answers:
         assert LOST_TRACK_TEXT not in await user.say(answer)
         saved = (await user.stored(user.member_key))["DialogState"]
         assert unresumable(user.bot._dialogs, saved) is None, answer
         checked += bool(saved.dialog_stack)
-    assert checked == 8  # every answer but the three that end a dialog left one waiting
+    # Every answer left a dialog waiting but the three that end one: the profile's last, the name, forget's "no".
+    assert checked == len(answers) - 3
 
 
 # What each command answers when nothing is pending (a new command needs its line here).
 ANSWERS = {
-    "help": "Here is what I understand",
-    "profile": "How do you usually get around?",
-    "name": "What should I call you?",
-    "show": "This is what I have stored about you",
-    "cancel": "There is nothing to cancel.",
+    "help": HELP_TEXT,
+    "profile": profile_dialog.asks("transport"),
+    "name": NEW_NAME_QUESTION,
+    "show": STORED_TEXT,
+    "cancel": NOTHING_TO_CANCEL_TEXT,
     "export": EXPORT_TEXT,
-    "forget": "Are you sure?",
+    "forget": FORGET_QUESTION,
 }
 
 
@@ -181,5 +185,5 @@ async def test_after_the_apology_the_dialog_can_be_started_again() -> None:
     await user.storage.write({user.member_key: record})
 
     assert await user.say("Bus") == LOST_TRACK_TEXT
-    assert "How do you usually get around?" in await user.say("profile")
-    assert "What name should I store?" in await user.say("Bus")
+    assert profile_dialog.asks("transport") in await user.say("profile")
+    assert profile_dialog.asks("name") in await user.say("Bus")

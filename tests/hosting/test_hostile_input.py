@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from app import create_app
 from config import Settings, load_settings
 from hosting.http import MAX_ATTACHMENTS, MAX_DEPTH, MAX_ID_LENGTH, MAX_MEMBERS, service_url_problem
+from tests.support import words
 from tests.support.channel import BOT_ID, Conversation, FakeChannel
 
 LOCAL = "http://127.0.0.1:9/"
@@ -250,7 +251,7 @@ async def victim(http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel
     yield before
     assert snapshot(settings.store.path, talk.user_id, talk.conversation_id) == before
     reply = await talk.say("still me?")
-    assert reply.text.startswith("Ada sent: still me?")
+    words.expect_echo(reply.text, "still me?", "Ada")  # the sample's echo (tests/support/words.py)
 
 
 async def send(http: aiohttp.ClientSession, url: str, body: Any, content_type: str | None) -> tuple[int, str, str]:

@@ -12,13 +12,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from botbuilder.core import BotState
+from botbuilder.core import BotState, TurnContext
 
 from app import create_app
-from bots import StateBot
 from config import Settings, load_settings
-from hosting import ConversationState, PrivateConversationState, StateStorage, UserState
+from hosting import ConversationState, StateStorage, UserState
+from hosting.pipeline import BOT_ERROR_TEXT, DAMAGED_TEXT
 from hosting.server import RUNTIME
+from tests.support import counting_bot
 from tests.support.channel import Conversation, FakeChannel, serving
 
 
@@ -153,21 +154,22 @@ async def test_with_an_app_id_requests_without_a_valid_token_are_401(
 
 
 async def test_a_damaged_record_is_moved_aside_the_user_is_told_and_the_conversation_goes_on(
-    conversation: Conversation, settings: Settings
+    counting_conversation: Conversation, settings: Settings
 ) -> None:
     """A real failure inside a turn: the user's stored record is not JSON. It is kept, byte for byte, under a
-    ``_damaged/`` key; the user hears that their data was damaged and reset, and the turn is answered."""
+    ``_damaged/`` key; the user hears that their data was damaged and reset, and the turn is answered (by the
+    counting bot, tests/support/counting_bot.py: the name is gone, the conversation's count is not)."""
+    conversation = counting_conversation
     await conversation.say("hi")
-    await conversation.say("Ada")
+    await conversation.say(counting_bot.call_me("Ada"))
     key = f"emulator/users/{conversation.user_id}"
     with contextlib.closing(sqlite3.connect(settings.store.path)) as db, db:
         db.execute("UPDATE bot_state SET document = '{broken' WHERE key = ?", (key,))
 
     reply = await conversation.say("hello")
 
-    assert "damaged" in reply.texts[0]
-    assert "What's your name?" in reply.text
-    assert "Thanks, Grace!" in (await conversation.say("Grace")).text
+    assert reply.texts == [DAMAGED_TEXT, counting_bot.echo("hello", 3)]
+    assert (await conversation.say(counting_bot.call_me("Grace"))).texts == [counting_bot.named("Grace")]
     with contextlib.closing(sqlite3.connect(settings.store.path)) as db:
         kept = db.execute("SELECT key, document FROM bot_state WHERE key LIKE '\\_damaged/%' ESCAPE '\\'").fetchall()
     assert kept == [(f"_damaged/{key}", "{broken")]
@@ -201,31 +203,33 @@ async def test_readyz_is_503_with_a_reason_when_the_store_does_not_answer(
 async def test_a_bug_in_a_turn_is_apologised_for_and_nothing_is_saved(
     http: aiohttp.ClientSession, settings: Settings, channel: FakeChannel
 ) -> None:
-    """The real app and storage with a bot whose echo is broken: the turn fails after changing state in memory.
-    The user gets an apology, the Emulator a trace, and the stored records stay as the last good turn left them."""
+    """The real app and storage with a bot whose echo is broken: the turn fails after changing state in memory
+    (and after its reply was sent to the turn). The user gets an apology and nothing else, the Emulator a trace,
+    and the stored records stay as the last good turn left them."""
 
-    class BrokenEcho(StateBot):
-        @staticmethod
-        def _echo(*args: object) -> str:
-            raise RuntimeError("the echo is broken")
+    class BrokenEcho(counting_bot.CountingBot):
+        async def on_message_activity(self, turn_context: TurnContext) -> None:
+            await super().on_message_activity(turn_context)
+            if turn_context.activity.text == "this breaks":
+                raise RuntimeError("the echo is broken")
 
-    def broken_bot(storage: StateStorage) -> tuple[StateBot, tuple[BotState, ...]]:
-        bot = BrokenEcho(ConversationState(storage), UserState(storage), PrivateConversationState(storage), storage)
-        return bot, bot.states
+    def broken_bot(storage: StateStorage) -> tuple[BrokenEcho, tuple[BotState, ...]]:
+        user_state, conversation_state = UserState(storage), ConversationState(storage)
+        return BrokenEcho(user_state, conversation_state), (user_state, conversation_state)
 
     app = await create_app(settings, bot_factory=broken_bot)
     async with serving(app) as url:
         talk = Conversation(http, url, channel)
         await talk.say("hi")
-        await talk.say("Ada")
+        await talk.say(counting_bot.call_me("Ada"))
 
         reply = await talk.say("this breaks")
 
         assert reply.status == 201
-        assert "something went wrong" in reply.text
+        assert reply.texts == [BOT_ERROR_TEXT]
         assert any(a["type"] == "trace" and "the echo is broken" in a["value"] for a in reply.activities)
         storage = app[RUNTIME].storage
         user = await storage.read([f"emulator/users/{talk.user_id}"])
         conversation = await storage.read([f"emulator/conversations/{talk.conversation_id}"])
-        assert next(iter(user.values()))["UserProfile"]["name"] == "Ada"
-        assert next(iter(conversation.values()))["ConversationData"]["message_count"] == 2
+        assert next(iter(user.values()))[counting_bot.USER]["name"] == "Ada"
+        assert next(iter(conversation.values()))[counting_bot.COUNTER]["count"] == 2

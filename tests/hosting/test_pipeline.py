@@ -1,4 +1,5 @@
-"""The turn pipeline: locks, retries, buffered replies, distinct outcomes."""
+"""The turn pipeline: locks, retries, buffered replies, distinct outcomes (with the counting bot of
+tests/support/counting_bot.py, whose words the tests own)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ import aiohttp
 import pytest
 
 from app import create_app
-from bots import create_bot
 from config import Settings, load_settings
 from hosting.pipeline import BUSY_TEXT, OUTAGE_TEXT, ConversationLocks, TurnOutcome
 from hosting.storage import ETagConflictError, MemoryStateStorage, StorageError
+from tests.support import counting_bot
 from tests.support.channel import Conversation, FakeChannel, serving
-from tests.support.harness import BotHarness
 from tests.support.processes import sqlite_write_lock_held
 
 
@@ -80,13 +80,13 @@ async def test_a_turn_that_always_loses_its_race_gets_one_busy_reply_after_turn_
     store = RacedUserRecords()
     settings = load_settings({"PORT": "0", "STORAGE": "memory", "TURN_RETRIES": str(retries)})
 
-    async with serving(await create_app(settings, bot_factory=lambda _: create_bot(store))) as url:
+    async with serving(await create_app(settings, bot_factory=lambda _: counting_bot.counting_bot(store))) as url:
         talk = Conversation(http, url, channel, expect_replies=expect_replies)
         await talk.say("hi")
         store.raced = True
         before = {key: record.document for key, record in store._records.items()}
 
-        reply = await talk.say("Ada")  # naming writes the user's record, which always conflicts
+        reply = await talk.say(counting_bot.call_me("Ada"))  # naming writes the user's record: it always conflicts
 
     assert reply.texts == [BUSY_TEXT]
     assert len(reply.activities) == 1
@@ -96,51 +96,17 @@ async def test_a_turn_that_always_loses_its_race_gets_one_busy_reply_after_turn_
     assert len(busy_lines) == 1
 
 
-async def test_in_a_group_each_member_has_their_own_dialog_and_forget() -> None:
-    """Alice and Bob share a group conversation. Bob's "yes" cannot save Alice's profile draft into his own
-    profile, nor confirm Alice's forget; each member's answers reach only their own dialog."""
-    store = MemoryStateStorage()
-    alice = BotHarness(store, "alice", "team-chat", group=True)
-    bob = alice.member("bob")
-    for member, name in ((alice, "Alice"), (bob, "Bob")):
-        await member.say("hi")
-        assert f"Thanks, {name}!" in await member.say(name)
-
-    await alice.say("profile")
-    await alice.say("Bus")
-    assert "Bob sent: Car" in await bob.say("Car")  # Bob is not in Alice's dialog
-    await alice.say("Alice Liddell")
-    await alice.say("no")
-    assert "Shall I save this profile?" in await alice.say("skip")
-    assert "Bob sent: yes" in await bob.say("yes")
-    assert (await bob.stored(bob.user_key))["UserProfile"]["name"] == "Bob"
-    assert (await alice.stored(alice.user_key))["UserProfile"]["name"] == "Alice"
-    assert "Saved" in await alice.say("yes")
-    assert (await alice.stored(alice.user_key))["UserProfile"]["transport"] == "Bus"
-    assert (await bob.stored(bob.user_key))["UserProfile"]["transport"] is None
-
-    assert "Are you sure?" in await alice.say("forget")
-    assert "Bob sent: yes" in await bob.say("yes")
-    assert await alice.stored(alice.user_key) is not None
-    assert "forgotten everything" in await alice.say("yes")
-    assert await alice.stored(alice.user_key) is None
-    assert await alice.stored(alice.member_key) is None
-    assert (await bob.stored(bob.user_key))["UserProfile"]["name"] == "Bob"
-    assert (await bob.stored(bob.conversation_key))["ConversationData"]["message_count"] > 0
-    assert "Bob sent: still here" in await bob.say("still here")
-
-
 async def test_turns_fail_well_within_a_channels_patience_while_another_process_holds_the_write_lock(
-    settings: Settings, bot_url: str, http: aiohttp.ClientSession, channel: FakeChannel
+    settings: Settings, counting_bot_url: str, http: aiohttp.ClientSession, channel: FakeChannel
 ) -> None:
     """A maintenance script left ``BEGIN IMMEDIATE`` open on the database. Every turn meanwhile (six conversations
     and three messages of one more, all at once) is told the bot cannot reach its memory, with a 503, in under
     10 s: each step of a turn used to wait out the 5 s busy timeout, one queued operation after another (40 s
     for the eighth of eight turns). Once the lock is given back, the bot remembers everyone."""
-    ada = Conversation(http, bot_url, channel, user_id="ada", expect_replies=True)
+    ada = Conversation(http, counting_bot_url, channel, user_id="ada", expect_replies=True)
     await ada.say("hi")
-    await ada.say("Ada")
-    others = [Conversation(http, bot_url, channel, expect_replies=True) for _ in range(6)]
+    await ada.say(counting_bot.call_me("Ada"))
+    others = [Conversation(http, counting_bot_url, channel, expect_replies=True) for _ in range(6)]
     posts = [talk.post(talk.activity(text="hello")) for talk in others]
     posts += [ada.post(ada.activity(text=f"message {i}")) for i in range(3)]
 
@@ -154,7 +120,7 @@ async def test_turns_fail_well_within_a_channels_patience_while_another_process_
         assert reply.status == 503
         assert reply.body["error"]["code"] == TurnOutcome.STORAGE_UNAVAILABLE
         assert reply.texts == [OUTAGE_TEXT]
-    assert (await ada.say("back?")).text.startswith("Ada sent: back?")
+    assert (await ada.say("back?")).texts == [counting_bot.echo("back?", 3, "Ada")], "the refused turns saved nothing"
 
 
 class ConflictThenOutage(MemoryStateStorage):
@@ -175,10 +141,10 @@ async def test_a_store_failing_while_the_shared_lock_is_taken_is_an_outage_not_a
     store = ConflictThenOutage()
     settings = load_settings({"PORT": "0", "STORAGE": "memory"})
 
-    async with serving(await create_app(settings, bot_factory=lambda _: create_bot(store))) as url:
+    async with serving(await create_app(settings, bot_factory=lambda _: counting_bot.counting_bot(store))) as url:
         talk = Conversation(http, url, channel, expect_replies=True)
         await talk.say("hi")
-        reply = await talk.post(talk.activity(text="Ada"))  # naming writes the user's record
+        reply = await talk.post(talk.activity(text=counting_bot.call_me("Ada")))  # naming writes the user's record
 
     assert reply.status == 503
     assert reply.body["error"]["code"] == TurnOutcome.STORAGE_UNAVAILABLE

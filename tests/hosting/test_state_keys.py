@@ -17,11 +17,15 @@ from botbuilder.core import ConversationState, PrivateConversationState, TurnCon
 from botbuilder.core.adapters import TestAdapter
 from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
 
+from bots.commands import STORED_TEXT
 from config import Settings
+from data_models import UserProfile
+from dialogs import describe_profile
 from hosting import states
 from hosting.pipeline import lock_key
 from hosting.state_keys import conversation_key, id_of, key_segment, private_conversation_key, user_key
 from hosting.storage import ExpiryPolicy, MemoryStateStorage
+from tests.support import words
 from tests.support.channel import Conversation, FakeChannel
 
 ORDINARY_IDS = [
@@ -196,5 +200,7 @@ async def test_a_conversation_id_cannot_reach_another_users_private_record(
     assert stored[bobs_record] == before
     assert "emulator/conversations/c1*2fusers*2fbob*2f" in stored
     assert "emulator/conversations/c1*2fusers*2fbob*2f/users/mallory/" in stored
-    assert "Thanks, Bob!" in (await bob.say("Bob")).text
-    assert "Bob" not in (await mallory.say("show")).text
+    assert (await bob.say("Bob")).texts == [words.thanks("Bob")]
+    shown = (await mallory.say("show")).texts[0]
+    assert shown == f"{STORED_TEXT}\n\n{describe_profile(UserProfile(name='Mallory'))}", "Mallory's own profile"
+    assert "Bob" not in shown

@@ -28,6 +28,7 @@ from hosting.storage import StorageError, build_storage
 from hosting.storage._azure import OPERATION_TIMEOUT_S
 from hosting.storage.cosmos import CosmosStorage
 from hosting.storage.registry import CosmosSettings
+from tests.support import counting_bot
 from tests.support.azurite import Azurite, require_node, scratch_settings
 from tests.support.channel import Conversation, FakeChannel
 from tests.support.cosmos_server import LOCAL_CLIENT_OPTIONS, start_cosmos_server
@@ -53,8 +54,10 @@ def own_azurite(tmp_path: Path) -> Iterator[Azurite]:
 
 @pytest_asyncio.fixture
 async def app_on(own_azurite: Azurite, request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    """The real app on ``own_azurite`` with the backend named by the test's ``backend`` parameter; its base URL."""
-    runner = web.AppRunner(await create_app(scratch_settings(own_azurite, request.node.callspec.params["backend"])))
+    """The real app with the counting bot (tests/support/counting_bot.py) on ``own_azurite``, with the backend named
+    by the test's ``backend`` parameter; its base URL."""
+    settings = scratch_settings(own_azurite, request.node.callspec.params["backend"])
+    runner = web.AppRunner(await create_app(settings, bot_factory=counting_bot.counting_bot))
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -95,8 +98,8 @@ async def test_a_paused_azurite_gives_503_within_30_s_and_the_next_turn_works(
 ) -> None:
     talk = Conversation(http, f"{app_on}/api/messages", channel)
     await talk.say("hi")
-    await talk.say("Ada")
-    assert "#3" in (await talk.say("before")).text
+    await talk.say(counting_bot.call_me("Ada"))
+    assert (await talk.say("before")).texts == [counting_bot.echo("before", 3, "Ada")]
 
     own_azurite.pause()
     try:
@@ -109,8 +112,7 @@ async def test_a_paused_azurite_gives_503_within_30_s_and_the_next_turn_works(
         own_azurite.resume()
 
     assert await _ready_status(http, app_on) == 200
-    after = (await talk.say("after")).text
-    assert after.startswith("Ada sent: after")
+    assert (await talk.say("after")).texts == [counting_bot.echo("after", 4, "Ada")]
 
 
 async def test_a_paused_cosmos_fails_a_storage_call_within_the_operation_timeout(tmp_path: Path) -> None:
@@ -142,8 +144,8 @@ async def test_a_wiped_store_heals_without_a_bot_restart(
 ) -> None:
     talk = Conversation(http, f"{app_on}/api/messages", channel)
     await talk.say("hi")
-    await talk.say("Ada")
-    assert "#3" in (await talk.say("before")).text
+    await talk.say(counting_bot.call_me("Ada"))
+    assert (await talk.say("before")).texts == [counting_bot.echo("before", 3, "Ada")]
 
     if wipe == "restarted-empty":
         own_azurite.restart()
@@ -152,10 +154,10 @@ async def test_a_wiped_store_heals_without_a_bot_restart(
 
     # The first call after the wipe re-creates the container or table; the bot goes on as a new acquaintance.
     reply = await talk.say("after the wipe")
-    assert "Ada sent" not in reply.text
+    assert reply.texts == [counting_bot.echo("after the wipe", 1)], "no name, and the count starts again"
     assert await _ready_status(http, app_on) == 200
-    await talk.say("Grace")
-    assert (await talk.say("again")).text.startswith("Grace sent: again")
+    await talk.say(counting_bot.call_me("Grace"))
+    assert (await talk.say("again")).texts == [counting_bot.echo("again", 3, "Grace")]
 
 
 async def _delete_everything(server: Azurite, backend: str) -> None:

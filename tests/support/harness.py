@@ -10,7 +10,7 @@ from typing import Any
 
 from botbuilder.core import TurnContext
 from botbuilder.core.adapters import TestAdapter
-from botbuilder.schema import Activity, ActivityTypes, ChannelAccount, ConversationAccount
+from botbuilder.schema import Activity, ActivityTypes, Attachment, ChannelAccount, ConversationAccount
 
 from bots import create_bot
 from hosting.states import TurnStates
@@ -73,11 +73,12 @@ class BotHarness:
         replies = await self.send(Activity(type=ActivityTypes.message, text=text, **fields))
         return "\n".join(reply.text or "" for reply in replies if reply.type == ActivityTypes.message)
 
-    async def say_all(self, *texts: str) -> str:
-        """Send several messages in a row; return the replies to the last one."""
+    async def say_all(self, *messages: str | Attachment) -> str:
+        """Send several messages in a row (an attachment as a message that carries it, as a channel sends an upload);
+        return the replies to the last one."""
         reply = ""
-        for text in texts:
-            reply = await self.say(text)
+        for message in messages:
+            reply = await (self.say(message) if isinstance(message, str) else self.say(attachments=[message]))
         return reply
 
     async def send_text_activity(self, text: str) -> list[Activity]:

@@ -106,10 +106,15 @@ def run_app_expecting_failure(**settings: str) -> subprocess.CompletedProcess[st
 
 
 class GunicornProcess:
-    """``python -m gunicorn`` with the repository's ``gunicorn.conf.py``, as ``make serve`` runs it, on a free port."""
+    """``python -m gunicorn`` with the repository's ``gunicorn.conf.py``, as ``make serve`` runs it, on a free port.
 
-    def __init__(self, log_path: Path, **settings: str) -> None:
+    ``app``: another application than the configuration's ``app:create_app`` (``module:create_app``, as gunicorn
+    takes it on its command line), e.g. ``tests.support.counting_bot:create_app``.
+    """
+
+    def __init__(self, log_path: Path, app: str | None = None, **settings: str) -> None:
         self.log_path = log_path
+        self.app = app
         self.port = free_port()
         self.env = bot_environment(**{"HOST": "127.0.0.1", "PORT": str(self.port), **settings})
         self.settings = load_settings(self.env)
@@ -122,7 +127,14 @@ class GunicornProcess:
     async def _spawn(self) -> asyncio.subprocess.Process:
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gunicorn", cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                sys.executable,
+                "-m",
+                "gunicorn",
+                *([self.app] if self.app else []),
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         return self.process
 
