@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import logging
 import time
 import uuid
@@ -137,6 +138,9 @@ class StateBotAdapter(CloudAdapter):
         super().__init__(authentication)
         self._policy = policy
         self._replies = replies
+        # Provisional ids of replies, unique in this process for its life (a uuid4 per reply is a system call).
+        self._provisional_prefix = f"pending-{uuid.uuid4().hex[:12]}-"
+        self._provisional_ids = itertools.count(1)
         self.user_tokens = user_tokens
         self.pipeline = TurnPipeline(
             states=states,
@@ -166,16 +170,7 @@ class StateBotAdapter(CloudAdapter):
         new_context = functools.partial(self._new_context, identity=authenticated.claims_identity)
         result = await self.pipeline.run(activity, new_context=new_context)
         response = await self._respond(activity, result)
-        logger.info(
-            "turn %s: %s, %s, %d attempt%s, %.1f ms -> %d",
-            describe(activity),
-            result.outcome,
-            _counted(result),
-            result.attempts,
-            "" if result.attempts == 1 else "s",
-            (time.perf_counter() - started) * 1000,
-            response.status,
-        )
+        _log_turn("turn", activity, result, started, f" -> {response.status}")
         return response
 
     async def _respond(self, activity: Activity, result: TurnResult) -> web.Response:
@@ -234,7 +229,7 @@ class StateBotAdapter(CloudAdapter):
         buffer = self._buffer(context)
         responses = []
         for activity in activities:
-            provisional_id = f"pending-{uuid.uuid4().hex}"
+            provisional_id = f"{self._provisional_prefix}{next(self._provisional_ids)}"
             if activity.type == ActivityTypes.invoke_response:
                 context.turn_state[INVOKE_RESPONSE_KEY] = activity.value
             elif deliverable(activity):
@@ -381,21 +376,28 @@ class StateBotAdapter(CloudAdapter):
                 f"the proactive turn {describe(activity)} was saved, but its replies were not delivered: {err}",
                 saved=True,
             ) from err
-        logger.info(
-            "proactive turn %s: %s, %s, %d attempt%s, %.1f ms",
-            describe(activity),
-            result.outcome,
-            _counted(result),
-            result.attempts,
-            "" if result.attempts == 1 else "s",
-            (time.perf_counter() - started) * 1000,
-        )
+        _log_turn("proactive turn", activity, result, started)
         return responses
 
     def _check_service_url(self, service_url: str) -> None:
         problem = service_url_problem(service_url, credentials=self._policy.credentials)
         if problem:
             raise ValueError(f"the conversation's serviceUrl {problem}")
+
+
+def _log_turn(kind: str, activity: Activity, result: TurnResult, started: float, answer: str = "") -> None:
+    """The one INFO line of a turn: what it was, its outcome, what it sent, its attempts and time (never text)."""
+    logger.info(
+        "%s %s: %s, %s, %d attempt%s, %.1f ms%s",
+        kind,
+        describe(activity),
+        result.outcome,
+        _counted(result),
+        result.attempts,
+        "" if result.attempts == 1 else "s",
+        (time.perf_counter() - started) * 1000,
+        answer,
+    )
 
 
 def _counted(result: TurnResult) -> str:

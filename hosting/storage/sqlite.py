@@ -7,10 +7,14 @@
   results go back to the loop in one wake-up, so a busy bot pays one hand-off for many turns. One thread also
   means one operation at a time on the connection, so a statement can never land inside another operation's
   transaction, and a cancelled caller cannot leave a transaction open.
-* WAL mode, so readers never wait for a writer; a ``busy_timeout`` lets concurrent writers from other
-  processes queue instead of failing at once. An operation under a ``storage_deadline`` (a turn) waits no longer
-  than its deadline: it is not started once the deadline has passed, and the busy timeout is lowered to the time
-  left, so operations queued behind a lock held elsewhere fail together instead of one busy timeout after another.
+* WAL mode, so readers never wait for a writer. An operation that finds the database locked by another process
+  waits for it (up to ``BUSY_TIMEOUT_MS``, in short sleeps) instead of failing at once, but only after a first
+  try that does not wait: the usual operation never waits, and one that must wait first sends the answers the
+  thread collected before it (see ``_ConnectionThread``). SQLite's own busy handler is off once the store is open:
+  every call that can wait releases the GIL, and while the event loop holds it the connection's thread stands
+  still (a busy timeout switched per operation cost a sixth of a turn). An operation under a
+  ``storage_deadline`` (a turn) waits no longer than its deadline and is not started once it has passed, so
+  operations queued behind a lock held elsewhere fail together instead of one timeout after another.
 * Each write is a single statement that checks the e_tag itself (``UPDATE ... WHERE e_tag = ?``,
   ``INSERT`` against the primary key), so the check and the write are atomic across processes. A write of
   several keys runs them in one ``BEGIN IMMEDIATE`` transaction: all of them or none (``atomic_writes``).
@@ -85,27 +89,36 @@ type _Job = tuple[asyncio.Future[Any], Callable[..., Any], tuple[object, ...], b
 type _Answers = dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, object]]]
 
 
+class _WouldWait(Exception):
+    """A job tried without waiting found the database locked by another connection; it changed nothing."""
+
+
 class _ConnectionThread:
     """One thread that runs functions for the event loop, one at a time, in the order they were submitted.
 
     Like a one-worker ``ThreadPoolExecutor``, but what was queued while the thread worked is run back to back and
     answered in ONE ``call_soon_threadsafe`` per loop: under load many turns share one wake-up of the loop (and
-    one hand-over of the GIL) instead of paying one each. Before a job that may wait (for another process's
-    lock), the answers collected so far are sent: a finished operation never waits for another one's lock.
+    one hand-over of the GIL) instead of paying one each. A job that has to wait for another process's lock does
+    not hold back the answers collected before it: a ``patient`` job is first run with ``patient=False`` and
+    raises ``_WouldWait`` if it would wait; then the answers so far are sent and it runs again, waiting. (Sending
+    them before every job that might wait cost a third of a turn's CPU.)
     """
 
     def __init__(self, name: str) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        #: Which batch of jobs the thread is running (jobs read it to do something once per batch).
+        self.batch = 0
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
-    def run[T](self, function: Callable[..., T], *arguments: object, may_wait: bool = False) -> asyncio.Future[T]:
+    def run[T](self, function: Callable[..., T], *arguments: object, patient: bool = False) -> asyncio.Future[T]:
         """Queue ``function(*arguments)``; the future (of the running loop) gets its result or its exception.
 
-        ``may_wait``: the job can block for a while (a write waiting for the lock).
+        ``patient``: ``function`` takes a ``patient`` keyword; with ``patient=False`` it must raise ``_WouldWait``
+        instead of waiting for a lock (see the class).
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.put((future, function, arguments, may_wait))
+        self._jobs.put((future, function, arguments, patient))
         return future
 
     def stop(self) -> None:
@@ -115,6 +128,7 @@ class _ConnectionThread:
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
+            self.batch += 1
             batch: list[_Job] = []
             while job is not None:
                 batch.append(job)
@@ -123,14 +137,21 @@ class _ConnectionThread:
                 except queue.Empty:
                     break
             answers: _Answers = {}
-            for future, function, arguments, may_wait in batch:
+            for future, function, arguments, patient in batch:
                 if future.cancelled():  # the caller gave up before it started: do nothing for it
                     continue
-                if may_wait and answers:
-                    _send(answers)
-                    answers = {}
                 try:
-                    answer: tuple[asyncio.Future[Any], bool, object] = (future, True, function(*arguments))
+                    if not patient:
+                        value = function(*arguments)
+                    else:
+                        try:
+                            value = function(*arguments, patient=False)
+                        except _WouldWait:
+                            if answers:
+                                _send(answers)
+                                answers = {}
+                            value = function(*arguments, patient=True)
+                    answer: tuple[asyncio.Future[Any], bool, object] = (future, True, value)
                 except BaseException as err:  # handed to the caller, who raises it
                     answer = (future, False, err)
                 answers.setdefault(future.get_loop(), []).append(answer)
@@ -169,8 +190,7 @@ class SqliteStorage(StateStorage):
         self._db = connection
         self._thread = thread
         self._path = path
-        self._identity = identity
-        self._busy = _BusyTimeout()
+        self._identity = _IdentityCheck(identity)
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStorage:
@@ -191,12 +211,10 @@ class SqliteStorage(StateStorage):
             raise
         return cls(connection, thread, path, identity)
 
-    async def _call[T](self, action: str, function: Callable[..., T], *arguments: object, may_wait: bool = False) -> T:
-        """Run ``function(connection, *arguments)`` on the connection's thread, by the caller's
-        ``storage_deadline`` if there is one; SQLite errors become StorageError."""
-        job = self._thread.run(
-            _by_deadline, self._db, self._busy, storage_deadline_now(), function, *arguments, may_wait=may_wait
-        )
+    async def _call[T](self, action: str, function: Callable[..., T], *arguments: object) -> T:
+        """Run ``function(connection, *arguments)`` on the connection's thread, waiting for another process's lock
+        no longer than the caller's ``storage_deadline`` allows; SQLite errors become StorageError."""
+        job = self._thread.run(_by_deadline, self._db, storage_deadline_now(), function, *arguments, patient=True)
         try:
             return await job
         except _OutOfTime as err:
@@ -205,9 +223,9 @@ class SqliteStorage(StateStorage):
             raise self._error(action, err) from err
 
     async def _change[T](self, action: str, function: Callable[..., T], *arguments: object) -> T:
-        """``_call`` for an operation that changes the file (and so may wait for the write lock): first, in the
-        same job, check that the file at the path is still the one opened."""
-        return await self._call(action, _on_the_opened_file, self._identity, function, *arguments, may_wait=True)
+        """``_call`` for an operation that changes the file: first, in the same job, check that the file at the
+        path is still the one opened."""
+        return await self._call(action, _on_the_opened_file, self._identity, self._thread, function, *arguments)
 
     async def _load_many(self, keys: list[str]) -> dict[str, StoredRecord]:
         rows = await self._call("read", _select, keys)
@@ -241,9 +259,11 @@ class SqliteStorage(StateStorage):
         return await self._change("remove expired", _execute, query, (now, limit))
 
     async def _compact(self) -> None:
-        rows = await self._change("compact", _fetch, "PRAGMA wal_checkpoint(TRUNCATE)", ())
-        busy = rows[0][0] if rows else 0
-        if busy:
+        try:
+            await self._change("compact", _checkpoint)
+        except StorageError as err:
+            if not isinstance(err.__cause__, _CheckpointBusy):
+                raise
             # Another process is reading an older snapshot; the next checkpoint (automatic or compact) finishes.
             logger.warning("sqlite: could not truncate the WAL of %s now: another connection is reading", self._path)
 
@@ -299,41 +319,78 @@ class _FileIdentity:
             )
 
 
+class _IdentityCheck:
+    """The opened file's identity, checked once per batch of jobs of the connection's thread (which alone uses
+    it): every write batch is checked, and a batch of many turns' writes pays one ``stat`` (one per write cost a
+    tenth of a turn's throughput: each ``stat`` hands the GIL to the event loop and waits to get it back)."""
+
+    def __init__(self, identity: _FileIdentity) -> None:
+        self.identity = identity
+        self._checked_batch = -1
+
+    def check_in(self, batch: int) -> None:
+        if batch != self._checked_batch:
+            self.identity.check()
+            self._checked_batch = batch
+
+
 class _OutOfTime(Exception):
     """A job whose caller's deadline passed while it was queued; it was not run."""
 
 
-class _BusyTimeout:
-    """The connection's busy timeout as last set (only the connection's thread touches it)."""
-
-    def __init__(self) -> None:
-        self.milliseconds = BUSY_TIMEOUT_MS
-
-
 def _by_deadline[T](
-    db: sqlite3.Connection, busy: _BusyTimeout, deadline: float | None, function: Callable[..., T], *arguments: object
+    db: sqlite3.Connection, deadline: float | None, function: Callable[..., T], *arguments: object, patient: bool
 ) -> T:
-    """``function(db, *arguments)``, waiting for locks no longer than ``deadline`` (``time.monotonic()``) allows.
-
-    The busy timeout is lowered only when less than ``BUSY_TIMEOUT_MS`` is left (near the end of a turn's
-    budget) and put back by the next job that has the time: usually no PRAGMA runs at all.
-    """
-    wanted = BUSY_TIMEOUT_MS
+    """``function(db, *arguments)``. Not ``patient``: once, and ``_WouldWait`` (nothing changed) if another
+    connection holds the lock it needs. ``patient``: retried in short sleeps while the lock is held, for at most
+    ``BUSY_TIMEOUT_MS`` and never past ``deadline`` (``time.monotonic()``); then SQLite's "database is locked"."""
+    if deadline is not None and deadline <= time.monotonic():
+        raise _OutOfTime("the time allowed for it ran out while it was queued")
+    give_up = time.monotonic() + BUSY_TIMEOUT_MS / 1000
     if deadline is not None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise _OutOfTime("the time allowed for it ran out while it was queued")
-        wanted = min(BUSY_TIMEOUT_MS, max(1, int(left * 1000)))
-    if wanted != busy.milliseconds:
-        db.execute(f"PRAGMA busy_timeout = {wanted}")
-        busy.milliseconds = wanted
-    return function(db, *arguments)
+        give_up = min(give_up, deadline)
+    pause = 0.001
+    while True:
+        try:
+            return function(db, *arguments)
+        except sqlite3.OperationalError as err:
+            if not _locked(err) or db.in_transaction:
+                raise
+            if not patient:
+                raise _WouldWait from err
+            if time.monotonic() + pause > give_up:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+def _locked(err: sqlite3.OperationalError) -> bool:
+    """Whether SQLite answered SQLITE_BUSY or SQLITE_LOCKED: another connection holds a lock this one needs."""
+    if isinstance(err, _CheckpointBusy):
+        return True
+    return getattr(err, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+class _CheckpointBusy(sqlite3.OperationalError):
+    """A checkpoint that another connection's read kept from truncating the log (SQLite reports it, not raises)."""
+
+
+def _checkpoint(db: sqlite3.Connection) -> None:
+    """Checkpoint and truncate the write-ahead log; ``_CheckpointBusy`` while a reader keeps it from finishing
+    (``_by_deadline`` then tries again, as for a lock)."""
+    busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy and busy[0]:
+        raise _CheckpointBusy("the write-ahead log is still being read by another connection")
 
 
 def _on_the_opened_file[T](
-    db: sqlite3.Connection, identity: _FileIdentity, function: Callable[..., T], *arguments: object
+    db: sqlite3.Connection,
+    identity: _IdentityCheck,
+    thread: _ConnectionThread,
+    function: Callable[..., T],
+    *arguments: object,
 ) -> T:
-    identity.check()
+    identity.check_in(thread.batch)
     return function(db, *arguments)
 
 
@@ -348,6 +405,8 @@ def _connect(path: Path) -> tuple[sqlite3.Connection, _FileIdentity]:
         raise StorageError(f"cannot open the SQLite database {path}: {err}") from err
     try:
         _initialise_when_free(connection, path)
+        # From now on the connection's thread waits for locks itself (``_by_deadline``), not SQLite's busy handler.
+        connection.execute("PRAGMA busy_timeout = 0")
         identity = _FileIdentity.of(path)
     except OSError as err:
         connection.close()
@@ -463,7 +522,6 @@ def _initialise(db: sqlite3.Connection, path: Path) -> None:
                 f"the SQLite database {path} has schema version {version}, newer than this bot's "
                 f"{SCHEMA_VERSION}; refusing to use it"
             )
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA secure_delete = ON")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")

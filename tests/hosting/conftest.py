@@ -12,6 +12,18 @@ from app import create_app
 from config import Settings
 from tests.support.channel import Conversation, FakeChannel, serving
 from tests.support.counting_bot import counting_bot
+from tests.support.identity import LoginServer
+
+
+@pytest_asyncio.fixture
+async def login() -> AsyncIterator[LoginServer]:
+    """A local stand-in for Microsoft Entra ID's token endpoint (tests/support/identity.py)."""
+    server = LoginServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 @pytest_asyncio.fixture

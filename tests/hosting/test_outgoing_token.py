@@ -24,16 +24,6 @@ from tests.support.identity import APP_ID, APP_PASSWORD, TENANT_ID, LoginServer
 from tests.support.processes import free_port
 
 
-@pytest_asyncio.fixture
-async def login() -> AsyncIterator[LoginServer]:
-    server = LoginServer()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
 def credentials(tmp_path: Path, login: LoginServer, **extra: str) -> Settings:
     return load_settings(
         {

@@ -544,16 +544,6 @@ async def key_server() -> AsyncIterator[KeyServer]:
         await server.stop()
 
 
-@pytest_asyncio.fixture
-async def login() -> AsyncIterator[LoginServer]:
-    server = LoginServer()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
 def with_credentials(key_server: KeyServer, login: LoginServer, channel: FakeChannel) -> Settings:
     return load_settings(
         {

@@ -439,38 +439,53 @@ async def test_an_operation_given_up_at_its_deadline_is_never_run_later(tmp_path
         await storage.close()
 
 
-async def test_the_busy_timeout_shrinks_to_the_time_left_and_comes_back(tmp_path: Path) -> None:
-    storage = await SqliteStorage.open(tmp_path / "bot.sqlite3")
-
-    async def busy_timeout() -> int:
-        return (await storage._call("probe", sqlite_module._fetch, "PRAGMA busy_timeout", ()))[0][0]
-
+async def test_a_locked_database_is_waited_for_within_the_deadline_then_given_up(tmp_path: Path) -> None:
+    """Another connection holds the write lock: a write waits for it (SQLite's own busy handler is off; the
+    connection's thread retries), no longer than the caller's deadline, and succeeds once the lock is free."""
+    path = tmp_path / "bot.sqlite3"
+    storage = await SqliteStorage.open(path)
+    other = sqlite3.connect(path, isolation_level=None)
     try:
-        with storage_deadline(60):
-            assert await busy_timeout() == sqlite_module.BUSY_TIMEOUT_MS
-        with storage_deadline(0.5):
-            assert 0 < await busy_timeout() <= 500
-        assert await busy_timeout() == sqlite_module.BUSY_TIMEOUT_MS
+        other.execute("BEGIN IMMEDIATE")
+        with storage_deadline(0.3), pytest.raises(StorageError, match="locked"):
+            await storage.write({"k": {"v": 1}})
+
+        waiting = asyncio.ensure_future(storage.write({"k": {"v": 2}}))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(waiting, 5)
+
+        assert (await storage.read(["k"]))["k"]["v"] == 2
     finally:
+        other.close()
         await storage.close()
 
 
-async def test_answers_go_back_before_a_job_that_may_wait_for_a_lock() -> None:
-    """A read queued in front of a write that waits for another process's lock is answered at once, not when the
-    write is done: a finished operation never waits for someone else's lock."""
+async def test_answers_go_back_before_a_job_that_has_to_wait_for_a_lock() -> None:
+    """A read queued in front of a write that must wait for another process's lock is answered at once, not when
+    the write is done: the write is first tried without waiting, and only when it would wait are the answers
+    collected so far sent."""
     thread = sqlite_module._ConnectionThread("test")
     first_started, release_first, waiting, release_waiting = (threading.Event() for _ in range(4))
+    tries: list[bool] = []
 
     def hold(started: threading.Event, release: threading.Event) -> str:
         started.set()
         release.wait(5)
         return "done"
 
+    def must_wait(*, patient: bool) -> str:
+        tries.append(patient)
+        if not patient:
+            raise sqlite_module._WouldWait
+        return hold(waiting, release_waiting)
+
     try:
         first = thread.run(hold, first_started, release_first)
         await asyncio.to_thread(first_started.wait, 5)
         quick = thread.run(str.upper, "quick")
-        slow = thread.run(hold, waiting, release_waiting, may_wait=True)
+        slow = thread.run(must_wait, patient=True)
         release_first.set()
         await asyncio.to_thread(waiting.wait, 5)
 
@@ -478,6 +493,7 @@ async def test_answers_go_back_before_a_job_that_may_wait_for_a_lock() -> None:
         assert not slow.done()
         release_waiting.set()
         assert await slow == "done"
+        assert tries == [False, True]
         assert await first == "done"
     finally:
         release_first.set()
