@@ -85,8 +85,9 @@ TURN_DEADLINE_SECONDS = 6.0
 #: Giving the shared lock back after the turn gets its own small budget (the turn's may be spent), and so does
 #: noting in the delivery log that replies were not delivered.
 RELEASE_DEADLINE_SECONDS = 1.0
-#: Tries at noting in the delivery log how much of a turn's replies reached the channel (e_tag races).
-MARK_ATTEMPTS = 3
+#: Tries at changing the delivery log after a turn (how much of its replies got through; taking its entry back)
+#: when other turns write it meanwhile.
+LOG_CHANGE_ATTEMPTS = 3
 
 
 class TurnOutcome(enum.StrEnum):
@@ -305,47 +306,41 @@ class TurnPipeline:
     async def mark_sent(self, result: TurnResult, activity: Activity, sent: int) -> None:
         """Note in the delivery log that ``sent`` of what the turn sends to the channel got there (the log said
         all of it), so that a redelivery sends the rest. A failure is logged: a redelivery then sends nothing."""
-        if result.log_key is None:
-            return
-        storage = self.states.storage
-        with storage_deadline(RELEASE_DEADLINE_SECONDS):
-            for _ in range(MARK_ATTEMPTS):
-                try:
-                    log = DeliveryLog(result.log_key, (await storage.read([result.log_key])).get(result.log_key))
-                    if log.set_sent(activity.id, sent):
-                        await storage.write({result.log_key: log.record()})
-                    return
-                except ETagConflictError:
-                    continue
-                except StorageError as err:
-                    logger.warning(
-                        "turn %s: could not note that its replies were not all delivered (a redelivery will not "
-                        "send them): %s",
-                        describe(activity),
-                        log_text(err),
-                    )
-                    return
+        if result.log_key is not None:
+            await self._change_log(
+                result.log_key,
+                activity,
+                lambda log: log.set_sent(activity.id, sent),
+                "could not note that its replies were not all delivered (a redelivery will not send them)",
+            )
 
     async def _withdraw(self, log_key: str, activity: Activity, run: str) -> None:
         """Take back the delivery log's entry an attempt of ``run`` wrote before the turn failed on another record
         (only where records are written one by one): a redelivery must apply the activity, not answer from it."""
+        await self._change_log(
+            log_key,
+            activity,
+            lambda log: log.withdraw(activity.id, run),
+            "failed, and its entry in the delivery log may remain (a redelivery of it would not be applied)",
+        )
+
+    async def _change_log(
+        self, log_key: str, activity: Activity, change: Callable[[DeliveryLog], bool], failure: str
+    ) -> None:
+        """Read the delivery log, ``change`` it (False: nothing to write) and write it back, within a budget of its
+        own and again when another turn wrote the log meanwhile; a store failure is logged with ``failure``."""
         storage = self.states.storage
         with storage_deadline(RELEASE_DEADLINE_SECONDS):
-            for _ in range(MARK_ATTEMPTS):
+            for _ in range(LOG_CHANGE_ATTEMPTS):
                 try:
                     log = DeliveryLog(log_key, (await storage.read([log_key])).get(log_key), self.remembered)
-                    if log.withdraw(activity.id, run):
+                    if change(log):
                         await storage.write({log_key: log.record()})
                     return
                 except ETagConflictError:
                     continue
                 except StorageError as err:
-                    logger.warning(
-                        "turn %s: failed, and its entry in the delivery log may remain (a redelivery of the activity "
-                        "would not be applied): %s",
-                        describe(activity),
-                        log_text(err),
-                    )
+                    logger.warning("turn %s: %s: %s", describe(activity), failure, log_text(err))
                     return
 
     async def _attempts(

@@ -28,8 +28,17 @@ from hosting.deliveries import MAX_ENTRY_CHARS, MAX_LOG_CHARS, SUFFIX, DeliveryL
 from hosting.outgoing import Method, Outgoing
 from hosting.pipeline import TurnOutcome
 from hosting.state_keys import conversation_key, private_conversation_key, user_key
-from hosting.storage import Delete, ExpiryPolicy, MemoryStateStorage, StateStorage
+from hosting.storage import (
+    Delete,
+    ETagConflictError,
+    ExpiryPolicy,
+    MemoryStateStorage,
+    StateStorage,
+    StorageError,
+)
+from hosting.storage.base import PendingWrite
 from tests.support import counting_bot
+from tests.support.azurite import open_scratch_blob_storage
 from tests.support.channel import Conversation, FakeChannel, serving
 from tests.support.clock import Clock
 
@@ -275,6 +284,80 @@ async def test_an_entry_this_code_cannot_read_still_means_applied(
 
     assert (again.status, again.activities) == (200, [])
     assert after.texts == [counting_bot.echo("next", 2)]
+
+
+# --- stores that write record by record ---------------------------------------------------------------------------
+
+
+class FailingRecord:
+    """Makes a store's writes of one key fail ``times`` times (``error``), after the keys before it in the same
+    write were written: what a Blob, Table or Cosmos DB write that conflicts or fails part-way leaves."""
+
+    def __init__(self, storage: StateStorage, key: str, error: Exception, times: int) -> None:
+        self.key, self.error, self.times = key, error, times
+        self._write_one = storage._write_one
+        storage._write_one = self  # type: ignore[method-assign]
+
+    async def __call__(self, write: PendingWrite) -> str:
+        if write.key == self.key and self.times > 0:
+            self.times -= 1
+            raise self.error
+        return await self._write_one(write)
+
+
+@pytest_asyncio.fixture
+async def blob_store(azurite) -> AsyncIterator[StateStorage]:
+    """Azure Blob storage (Azurite): it writes a turn's records one by one, the delivery log first."""
+    store = await open_scratch_blob_storage(azurite)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_an_attempt_that_wrote_the_log_and_then_lost_a_race_runs_again_over_its_own_entry(
+    http: aiohttp.ClientSession, channel: FakeChannel, blob_store: StateStorage
+) -> None:
+    settings = load_settings({"PORT": "0", "STORAGE": "memory"})
+    async with serving(await create_app(settings, bot_factory=lambda _: counting_bot.counting_bot(blob_store))) as url:
+        talk = Conversation(http, url, channel, expect_replies=True)
+        counter = conversation_key(talk.channel_id, talk.conversation_id)
+        raced = FailingRecord(blob_store, counter, ETagConflictError("changed by another process (simulated)"), 1)
+        message = talk.activity(text="hello")
+
+        first = await talk.post(message)
+        again = await talk.post(message)
+
+    assert raced.times == 0, "the first attempt wrote the log, then lost the race for the counter"
+    assert first.texts == again.texts == [counting_bot.echo("hello", 1)]
+    stored = await blob_store.read([counter, talk.deliveries_key])
+    assert stored[counter][counting_bot.COUNTER]["count"] == 1
+    assert DeliveryLog(talk.deliveries_key, stored[talk.deliveries_key]).ids == [message["id"]]
+
+
+async def test_a_turn_that_failed_after_writing_the_log_takes_its_entry_back(
+    http: aiohttp.ClientSession, channel: FakeChannel, blob_store: StateStorage
+) -> None:
+    """The log is written, then the store fails the counter's write: 503, and the log does not claim the
+    activity, so the channel's retry is applied (not answered from the log)."""
+    settings = load_settings({"PORT": "0", "STORAGE": "memory"})
+    async with serving(await create_app(settings, bot_factory=lambda _: counting_bot.counting_bot(blob_store))) as url:
+        talk = Conversation(http, url, channel, expect_replies=True)
+        counter = conversation_key(talk.channel_id, talk.conversation_id)
+        FailingRecord(blob_store, counter, StorageError("blob: the service failed (simulated)"), 1)
+        message = talk.activity(text="hello")
+
+        failed = await talk.post(message)
+        assert (
+            DeliveryLog(
+                talk.deliveries_key, (await blob_store.read([talk.deliveries_key])).get(talk.deliveries_key)
+            ).ids
+            == []
+        )
+        retried = await talk.post(message)
+
+    assert failed.status == 503
+    assert retried.texts == [counting_bot.echo("hello", 1)]
 
 
 # --- the log itself ------------------------------------------------------------------------------------------------
