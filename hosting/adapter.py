@@ -193,7 +193,7 @@ class StateBotAdapter(CloudAdapter):
         if redelivered is not None:
             result.resent = sent
         if result.log_key is not None and (not delivered or (redelivered is not None and to_channel)):
-            await self.pipeline.mark_sent(result, activity, already + sent)
+            await self.pipeline.note_delivery(result, activity, already + sent, to_channel[sent:])
         succeeded = result.outcome in (TurnOutcome.OK, TurnOutcome.REDELIVERED)
         if expect_replies:
             body = {"activities": [to_json(reply) for reply in result.replies]}

@@ -10,26 +10,28 @@ transaction as the turn's states, so "applied" and "remembered as applied" canno
 DB write a turn's records one by one; there the log is written first, so that every turn of the conversation writes
 it and two turns racing each other meet at the log before either changed anything else. A turn that wrote its entry
 and then failed on another record runs again and replaces its own entry (``add``), or, when it gives up, takes it
-back (``withdraw``). It remembers the last ``limit`` activities the conversation's turns applied, each with what the
-turn sent (replies, updates, deletions), how many of those reached the channel, and the answer to an invoke. A
-redelivered activity is not run again: the pipeline answers it from the log (``hosting.pipeline``), and the adapter
-re-sends only what had not been delivered (``hosting.adapter``). The log lives, and expires, with the conversation's
-other records.
+back (``withdraw``). It remembers the last ``limit`` activities the conversation's turns applied, and for each what
+a redelivery must answer: with ``expectReplies`` the turn's replies (the caller retries because it lost the answer
+that carried them) and how many of its updates and deletions reached the channel; otherwise only what did not reach
+the channel (noted after a failed delivery, ``note_delivery``: in the usual case nothing the bot said is stored);
+and an invoke's answer. A redelivered activity is not run again: the pipeline answers it from the log
+(``hosting.pipeline``), and the adapter sends only what had not been delivered (``hosting.adapter``). The log lives,
+and expires, with the conversation's other records.
 
-The record holds two strings: the ids (a JSON list) and the entries (one JSON text per line), so that a turn
-decodes only the entry it needs and encodes only the one it adds, and the store's codec walks three fields, not 32
-activities. What is kept is bounded: at most ``limit`` entries (``DEFAULT_REMEMBERED``) and ``MAX_LOG_CHARS``
-characters in all; an entry whose sent activities are larger than ``MAX_ENTRY_CHARS`` keeps its id only (a
-redelivery of it changes nothing and re-sends nothing). A reply is kept without the addressing it shares with the
-activity it answers (channel, serviceUrl, conversation, from, recipient, replyToId): the redelivery carries the
-same, and it is put back from there.
+The record holds two strings: the ids (a JSON list) and the entries (one JSON text per line), so that a turn decodes
+only the entry it needs and encodes only the one it adds, and the store's codec walks three fields, not 32
+activities. What is kept is bounded: at most ``limit`` entries (``DEFAULT_REMEMBERED``), of which only the newest
+``WITH_REPLIES`` keep what their turns sent, and ``MAX_LOG_CHARS`` characters in all; an entry whose sent activities
+are larger than ``MAX_ENTRY_CHARS`` keeps its id only (a redelivery of such an entry changes nothing and re-sends
+nothing). A reply is kept without the addressing it shares with the activity it answers (channel, serviceUrl,
+conversation, from, recipient, replyToId): the redelivery carries the same, and it is put back from there.
 
-When a turn deletes a user's records (``forget``), the log of its conversation keeps the ids of that user's
-activities (so that a late redelivery still changes nothing) but not what was sent to them, and the logs of the
-user's other conversations whose records the turn deletes are deleted with them.
+When a turn deletes a user's records (``forget``), the logs of its conversation and of the other conversations
+whose records it deletes keep the ids of that user's activities (so that a late redelivery still changes nothing)
+but not what was sent to them (``forgotten_by_turn``, ``DeliveryLog.forget_user``), in the same write.
 
-What it cannot promise: replies are remembered as delivered when the turn is saved (noting each delivery would
-cost a second write per turn), and corrected only when a delivery fails; a process that dies between saving a turn
+What it cannot promise: what goes to the channel is taken as delivered when the turn is saved (noting each delivery
+would cost a second write per turn), and corrected only when a delivery fails; a process that dies between saving a turn
 and delivering its replies leaves them undelivered for good (never sent twice). On Blob, Table and Cosmos DB, a
 process that dies between writing the log and the turn's other records, or a store that fails the write and then
 the withdrawal, leaves the activity remembered but not applied: its redelivery is answered from the log.
@@ -50,7 +52,6 @@ from botbuilder.schema import Activity, ActivityTypes
 from .outgoing import Method, Outgoing
 from .settings import DEFAULT_REDELIVERY_MEMORY
 from .state_keys import conversation_key, key_segment, user_key
-from .storage import Delete
 from .wire import from_json, to_json
 
 #: The activities a conversation's log remembers by default (``REDELIVERY_MEMORY``); 0 turns the log off.
@@ -60,6 +61,10 @@ DEFAULT_REMEMBERED = DEFAULT_REDELIVERY_MEMORY
 MAX_LOG_CHARS = 256 * 1024
 #: An entry larger than this keeps its id but not what its turn sent.
 MAX_ENTRY_CHARS = 64 * 1024
+#: Only the newest entries keep what their turns sent; older ones keep their ids (a redelivery of them changes
+#: nothing and sends nothing). Channels retry within seconds, and a full log on every turn costs: with all 32
+#: entries' replies the log made a sqlite turn 15% dearer (bench/RESULTS.md).
+WITH_REPLIES = 8
 SUFFIX = "/deliveries"
 #: The activity types a channel redelivers and whose turns change state or answer: a redelivery of any other
 #: (typing, endOfConversation, ...) simply runs again.
@@ -83,9 +88,11 @@ _ADDRESSING = (
     ("recipient", "from_property"),
     ("reply_to_id", "id"),
 )
-#: Entries and ids are stored with ``"`` and ``'`` swapped: JSON text then needs no escaping inside the record's
-#: strings, which halves the time the store's codec spends on the log (measured: 55 -> 25 us per turn).
-_SWAP_QUOTES = str.maketrans({'"': "'", "'": '"'})
+#: The fields of an entry that hold what its turn sent (``o``) and an invoke's answer (``i``): stored after its bare
+#: part (``_bare``), whose fields (a hex tag, numbers, booleans, a run name) cannot contain their stored names, so
+#: the first of those is where an entry is cut to keep its id only (``_without_sent``).
+_SENT_FIELDS = ("o", "i")
+_SENT_PARTS = tuple(f",'{name}':" for name in _SENT_FIELDS)
 _VERSION = 1
 
 
@@ -172,8 +179,10 @@ class DeliveryLog:
         invoke: InvokeResponse | None,
         run: str = "",
     ) -> None:
-        """Remember that ``activity`` was applied and what its turn sends (as delivered: ``set_sent`` corrects
-        that when it was not), dropping the oldest entries past the bounds.
+        """Remember that ``activity`` was applied, dropping the oldest entries past the bounds, and what a
+        redelivery must answer: for ``expect_replies`` the replies (the caller may have lost the answer that
+        carried them), and an invoke's answer. What goes to the channel is taken as delivered, so it is not kept:
+        ``note_delivery`` keeps what did not get there.
 
         ``run`` names the pipeline run (one request) that applies it. Where a backend writes several records one
         by one, the log is written first, and an attempt can write it and then lose the race for another record;
@@ -183,9 +192,9 @@ class DeliveryLog:
         if stale is not None:
             del self._ids[stale], self._texts[stale]
         entry = _bare(_user_tag(activity), expect_replies, run)
-        changes = any(item.method != Method.POST for item in outgoing)  # provisional ids matter only to those
-        entry["o"] = [_encode_item(item, activity, changes) for item in outgoing]
-        entry["s"] = sum(1 for item in outgoing if not expect_replies or item.method != Method.POST)
+        if expect_replies:
+            entry["o"] = _encoded(outgoing, activity)
+            entry["s"] = sum(1 for item in outgoing if item.method != Method.POST)
         if invoke is not None:
             entry["i"] = {"status": invoke.status, "body": invoke.body}
         text = _stored(entry)
@@ -204,34 +213,45 @@ class DeliveryLog:
         del self._ids[index], self._texts[index]
         return True
 
-    def set_sent(self, activity_id: str, sent: int) -> bool:
-        """Record that ``sent`` items of the delivery's ``to_channel()`` reached the channel; False when the log no
-        longer has it."""
-        index = self._index(activity_id)
+    def note_delivery(self, activity: Activity, sent: int, unsent: list[Outgoing]) -> bool:
+        """Record how sending to the channel went for ``activity``: ``sent`` of the delivery's ``to_channel()`` got
+        there, ``unsent`` (the rest, in order) did not; a redelivery sends those. False when the log no longer has
+        the activity."""
+        index = self._index(activity.id)
         if index is None:
             return False
         entry = _entry(self._texts[index])
-        entry["s"] = sent
+        if entry.get("x") and entry.get("o") is not None:  # it keeps everything: only the count changes
+            entry["s"] = sent
+        else:
+            entry["o"], entry["s"] = _encoded(unsent, activity), 0
         self._texts[index] = _stored(entry) or self._texts[index]
         return True
 
-    def forget_user(self, user_id: str) -> None:
-        """Keep the ids of the user's activities but nothing that was sent to them (``forget``)."""
+    def forget_user(self, user_id: str) -> bool:
+        """Keep the ids of the user's activities but nothing that was sent to them (``forget``); False when there
+        was nothing to forget."""
         tag = _tag(user_id)
+        changed = False
         for index, text in enumerate(self._texts):
             entry = _entry(text)
-            if entry.get("u") == tag and entry.get("o") is not None:
-                self._texts[index] = _stored(_bare(tag, entry.get("x"), entry.get("r"))) or ""
+            if entry.get("u") == tag and any(entry.get(name) is not None for name in _SENT_FIELDS):
+                self._texts[index] = _without_sent(text)
+                changed = True
+        return changed
 
     def record(self) -> dict[str, Any]:
         """The record to write (conditional on the e_tag the turn read it with; create-only when there was none)."""
-        ids = (_dumps(self._ids) or "[]").translate(_SWAP_QUOTES)
+        ids = _swap_quotes(_dumps(self._ids) or "[]")
         record: dict[str, Any] = {"v": _VERSION, "ids": ids, "entries": "\n".join(self._texts)}
         if self._e_tag is not None:
             record["e_tag"] = self._e_tag
         return record
 
     def _trim(self) -> None:
+        aged = len(self._texts) - WITH_REPLIES - 1  # the entry that just left the newest WITH_REPLIES: its id only
+        if aged >= 0:
+            self._texts[aged] = ""
         excess = max(0, len(self._ids) - self.limit)
         size = sum(map(len, self._texts[excess:]))
         while size > MAX_LOG_CHARS and excess < len(self._ids) - 1:
@@ -241,26 +261,24 @@ class DeliveryLog:
             del self._ids[:excess], self._texts[:excess]
 
 
-def deleted_by_turn(activity: Activity, deleted: Iterable[str], log: DeliveryLog | None) -> dict[str, Delete]:
-    """What a turn that deletes the records ``deleted`` also does to delivery logs: the logs of the *other*
-    conversations those records belong to are deleted with them (returned, to delete in the same write), and when
-    the turn's own user's records are among them, ``log`` forgets what was sent to that user."""
+def forgotten_by_turn(activity: Activity, deleted: Iterable[str]) -> tuple[bool, list[str]]:
+    """What a turn that deletes the records ``deleted`` means for delivery logs: whether they include its own
+    user's records (the user is being forgotten: the turn's own log must forget what was sent to them), and the
+    logs of the *other* conversations whose records are among them (to forget it there too)."""
     own_conversation = conversation_key(activity.channel_id, activity.conversation.id)
     user = activity.from_property.id if activity.from_property is not None else None
     own_user_keys = (
         (user_key(activity.channel_id, user), f"{own_conversation}/users/{key_segment(user)}/") if user else None
     )
-    others: dict[str, Delete] = {}
+    others: dict[str, None] = {}  # in order, once each
     forgotten = False
     for key in deleted:
         if own_user_keys is not None and (key == own_user_keys[0] or key.startswith(own_user_keys[1])):
             forgotten = True
         conversation = _conversation_of(key)
         if conversation is not None and conversation != own_conversation:
-            others[conversation + SUFFIX] = Delete()
-    if forgotten and log is not None and user:
-        log.forget_user(user)
-    return others
+            others[conversation + SUFFIX] = None
+    return forgotten, list(others)
 
 
 def _conversation_of(key: str) -> str | None:
@@ -271,11 +289,17 @@ def _conversation_of(key: str) -> str | None:
     return None
 
 
+def _encoded(outgoing: list[Outgoing], activity: Activity) -> list[dict[str, Any]]:
+    changes = any(item.method != Method.POST for item in outgoing)  # provisional ids matter only to those
+    return [_encode_item(item, activity, changes) for item in outgoing]
+
+
 def _encode_item(item: Outgoing, activity: Activity, keep_provisional_id: bool) -> dict[str, Any]:
     """``{"m": method, "a": the activity's wire form without the addressing it shares with ``activity``, "s":
     which fields were left out (bits of _ADDRESSING), "p": its provisional id (only when the turn also updates or
     deletes)}``."""
     sent = copy.copy(item.activity)
+    sent.timestamp = sent.local_timestamp = None  # the channel stamps what it receives; a re-sent reply gets new ones
     shared = 0
     for bit, (attribute, source) in enumerate(_ADDRESSING):
         value = getattr(sent, attribute, None)
@@ -317,19 +341,19 @@ def _decode(activity: Activity, entry: dict[str, Any]) -> Delivery:
 
 def _entry(text: str) -> dict[str, Any]:
     try:
-        entry = json.loads(text.translate(_SWAP_QUOTES))
+        entry = json.loads(_swap_quotes(text))
     except ValueError:
         return {}
     return entry if isinstance(entry, dict) else {}
 
 
 def _bare(user: object, expect_replies: object, run: object) -> dict[str, Any]:
-    """An entry that remembers the activity was applied, and nothing of what its turn sent (``o`` None).
+    """An entry that remembers the activity was applied, and nothing of what its turn sent (no ``o``).
 
     Fields: ``u`` whose activity it was (``_tag``), ``x`` expectReplies, ``r`` the run that wrote it (kept only
     where a backend writes record by record), ``o`` what the turn sent (``_encode_item``), ``s`` how much of it
     reached the channel, ``i`` the invoke's answer."""
-    entry: dict[str, Any] = {"u": user, "o": None, "s": 0}
+    entry: dict[str, Any] = {"u": user, "s": 0}
     if expect_replies:
         entry["x"] = True
     if run:
@@ -343,7 +367,7 @@ def _parsed(record: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     if record.get("v") != _VERSION or not isinstance(ids, str) or not isinstance(entries, str):
         return [], []
     try:
-        id_list = json.loads(ids.translate(_SWAP_QUOTES))
+        id_list = json.loads(_swap_quotes(ids))
     except ValueError:
         return [], []
     texts = entries.split("\n") if entries else []
@@ -360,9 +384,31 @@ def _dumps(value: object) -> str | None:
 
 
 def _stored(entry: dict[str, Any]) -> str | None:
-    """An entry as the record keeps it (``_entry`` reads it back)."""
-    text = _dumps(entry)
-    return None if text is None else text.translate(_SWAP_QUOTES)
+    """An entry as the record keeps it (``_entry`` reads it back): its bare fields first, then ``o`` (what was
+    sent) and ``i`` (the invoke's answer) when kept, with ``"`` and ``'`` swapped (``_swap_quotes``)."""
+    bare = _dumps({name: value for name, value in entry.items() if name not in _SENT_FIELDS})
+    if bare is None:
+        return None
+    kept = {name: entry[name] for name in _SENT_FIELDS if entry.get(name) is not None}
+    if not kept:
+        return _swap_quotes(bare)
+    sent = _dumps(kept)
+    if sent is None:  # an invoke answer the bot made that has no JSON form: keep the id only
+        return _swap_quotes(bare)
+    return _swap_quotes(f"{bare[:-1]},{sent[1:]}")
+
+
+def _without_sent(text: str) -> str:
+    """A stored entry without what its turn sent (its id only is remembered)."""
+    cuts = [cut for cut in (text.find(part) for part in _SENT_PARTS) if cut >= 0]
+    return text[: min(cuts)] + "}" if cuts else text
+
+
+def _swap_quotes(text: str) -> str:
+    """``text`` with ``"`` and ``'`` swapped. JSON stored this way inside a JSON string needs no escaping, which
+    halves what the store's codec spends on the log (measured: 55 -> 25 us per turn); three passes of
+    ``str.replace`` are ten times faster than ``str.translate`` (NUL is never in JSON text)."""
+    return text.replace("'", "\0").replace('"', "'").replace("\0", '"')
 
 
 def _user_tag(activity: Activity) -> str | None:

@@ -303,14 +303,15 @@ class TurnPipeline:
                     with storage_deadline(RELEASE_DEADLINE_SECONDS):
                         await shared.release()
 
-    async def mark_sent(self, result: TurnResult, activity: Activity, sent: int) -> None:
-        """Note in the delivery log that ``sent`` of what the turn sends to the channel got there (the log said
-        all of it), so that a redelivery sends the rest. A failure is logged: a redelivery then sends nothing."""
+    async def note_delivery(self, result: TurnResult, activity: Activity, sent: int, unsent: list[Outgoing]) -> None:
+        """Note in the delivery log that ``sent`` of what the turn sends to the channel got there and ``unsent``
+        did not (the log took all of it as delivered), so that a redelivery sends the rest. A failure is logged: a
+        redelivery then sends nothing."""
         if result.log_key is not None:
             await self._change_log(
                 result.log_key,
                 activity,
-                lambda log: log.set_sent(activity.id, sent),
+                lambda log: log.note_delivery(activity, sent, unsent),
                 "could not note that its replies were not all delivered (a redelivery will not send them)",
             )
 
@@ -390,9 +391,9 @@ class TurnPipeline:
                 also: dict[str, object] = {}
                 if log is not None and not self.states.held(turn_context):
                     expect = activity.delivery_mode == DeliveryModes.expect_replies
+                    others = await self._forget_in_logs(activity, turn_context, log)
                     log.add(activity, outgoing, expect_replies=expect, invoke=invoke, run=run)
-                    also = deliveries.deleted_by_turn(activity, self.states.deleted_keys(turn_context), log)
-                    also[log_key] = log.record()
+                    also = {log_key: log.record(), **others}
                 else:
                     log = None
                 if not await self.states.save(turn_context, also):
@@ -432,6 +433,25 @@ class TurnPipeline:
                 return self._outage(activity, err, attempts)
             finally:
                 turn_context.turn_state[CLOSED_KEY] = True
+
+    async def _forget_in_logs(
+        self, activity: Activity, turn_context: TurnContext, log: DeliveryLog
+    ) -> dict[str, dict[str, Any]]:
+        """When the turn deletes its user's records (``forget``): ``log`` forgets what was sent to the user, and so
+        do the logs of the other conversations it deletes their records in (read now, returned to be written with
+        the turn, each conditional on what was read)."""
+        forgotten, others = deliveries.forgotten_by_turn(activity, self.states.deleted_keys(turn_context))
+        user = activity.from_property.id if activity.from_property is not None else None
+        if not user or not (forgotten or others):
+            return {}
+        if forgotten:
+            log.forget_user(user)
+        changed: dict[str, dict[str, Any]] = {}
+        for key, record in (await self.states.storage.read(others)).items():
+            other = DeliveryLog(key, record, self.remembered)
+            if other.forget_user(user):
+                changed[key] = other.record()
+        return changed
 
     async def _run_bot(self, turn_context: TurnContext, logic: Logic) -> Exception | None:
         """Run middleware and bot; a storage failure propagates, any other exception is returned."""

@@ -120,21 +120,17 @@ class TurnStates:
         changes: dict[str, object] = dict(also or {})
         changes.update({key: Delete(e_tag) for key, e_tag in deleted.items() if key not in own_keys})
         changes.update({key: Delete(deleted[key]) for _, key in reversed(own) if key in deleted})
-        cached_states: list[CachedBotState] = []
         for state, key in own:
             cached = turn_context.turn_state.get(_cache_key(state))
             if key in deleted_states or cached is None:
                 continue
             if cached.is_changed or (cached.state and self.storage.refresh_due(key, stamps.get(key))):
                 changes[key] = cached.state
-                cached_states.append(cached)
         if not changes:
             return True
         await self.storage.write(changes)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("saved %s", _shown(changes))
-        for cached in cached_states:
-            cached.hash = cached.compute_hash(cached.state)
         if not deleted:
             return True
         try:

@@ -8,6 +8,7 @@ tests/hosting/test_redelivery.py.
 from __future__ import annotations
 
 import aiohttp
+import pytest
 
 from config import Settings
 from hosting.storage import SqliteStorage
@@ -49,18 +50,25 @@ async def test_a_duplicated_profile_answer_does_not_skip_a_question(
     assert profile.asks("wants_age") in after.text, "the name question was answered by 'Grace', not skipped"
 
 
+@pytest.mark.parametrize("forgotten_in", ["the same conversation", "another conversation"])
 async def test_a_duplicate_after_forget_brings_nothing_back(
-    http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel, settings: Settings
+    http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel, settings: Settings, forgotten_in: str
 ) -> None:
-    """The name message is delivered again after ``forget``: it is not applied again (the name stays forgotten)
-    and the conversation's delivery log no longer holds what the bot said to the forgotten user."""
+    """The name message is delivered again after ``forget`` (said here or in another conversation of the user):
+    it is not applied again (the name stays forgotten), and no delivery log holds what the bot said to the
+    forgotten user any more."""
     user = Conversation(http, bot_url, channel, expect_replies=True)
     await user.say("hi")
     naming = user.activity(text=NAME)
     assert (await user.post(naming)).texts == [words.thanks(NAME)]
 
-    await user.say("forget")
-    await user.say("yes")
+    forgetting = (
+        user
+        if forgotten_in == "the same conversation"
+        else Conversation(http, bot_url, channel, user_id=user.user_id, expect_replies=True)
+    )
+    await forgetting.say("forget")
+    await forgetting.say("yes")
     late = await user.post(naming)
     hello = await user.say("hello")
 

@@ -24,12 +24,19 @@ from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
 from app import create_app
 from config import load_settings
 from hosting import ConversationState
-from hosting.deliveries import MAX_ENTRY_CHARS, MAX_LOG_CHARS, SUFFIX, DeliveryLog, _entry, deleted_by_turn
+from hosting.deliveries import (
+    MAX_ENTRY_CHARS,
+    MAX_LOG_CHARS,
+    SUFFIX,
+    WITH_REPLIES,
+    DeliveryLog,
+    _entry,
+    forgotten_by_turn,
+)
 from hosting.outgoing import Method, Outgoing
 from hosting.pipeline import TurnOutcome
 from hosting.state_keys import conversation_key, private_conversation_key, user_key
 from hosting.storage import (
-    Delete,
     ETagConflictError,
     ExpiryPolicy,
     MemoryStateStorage,
@@ -381,15 +388,17 @@ def _reply(activity: Activity, text: str) -> Outgoing:
     return Outgoing(Method.POST, reply, "pending-1")
 
 
-def test_the_log_keeps_the_last_entries_and_puts_back_the_addressing_of_the_redelivery() -> None:
+def test_the_log_keeps_the_last_entries_the_newest_with_replies_addressed_as_the_redelivery() -> None:
     log = DeliveryLog("test/conversations/c1" + SUFFIX, None, limit=32)
     for i in range(40):
         activity = _activity(f"a{i}")
-        log.add(activity, [_reply(activity, f"echo {i}")], expect_replies=False, invoke=None)
+        log.add(activity, [_reply(activity, f"echo {i}")], expect_replies=True, invoke=None)
 
     assert len(log) == 32
     assert "a7" not in log
     assert "a8" in log
+    assert log.find(_activity("a31")).outgoing is None, "past the newest WITH_REPLIES: the id only"
+    assert log.find(_activity("a32")).outgoing is not None
     found = log.find(_activity("a39"))
     assert found is not None
     assert found.outgoing is not None
@@ -410,9 +419,9 @@ def test_the_log_stays_within_its_size_and_a_huge_entry_keeps_its_id_only() -> N
     big = "x" * (MAX_ENTRY_CHARS // 2)
     for i in range(20):
         activity = _activity(f"a{i}")
-        log.add(activity, [_reply(activity, big)], expect_replies=False, invoke=None)
+        log.add(activity, [_reply(activity, big)], expect_replies=True, invoke=None)
     huge = _activity("huge")
-    log.add(huge, [_reply(huge, "y" * MAX_ENTRY_CHARS)], expect_replies=False, invoke=None)
+    log.add(huge, [_reply(huge, "y" * MAX_ENTRY_CHARS)], expect_replies=True, invoke=None)
 
     assert len(log.record()["entries"]) <= MAX_LOG_CHARS
     assert "a0" not in log
@@ -423,53 +432,71 @@ def test_the_log_stays_within_its_size_and_a_huge_entry_keeps_its_id_only() -> N
     assert found.unsent() == []
 
 
-def test_sent_counts_what_reached_the_channel() -> None:
+def test_only_what_did_not_reach_the_channel_is_kept_for_a_redelivery() -> None:
     log = DeliveryLog("k", None)
     activity = _activity("a1")
     outgoing = [_reply(activity, "one"), _reply(activity, "two"), _reply(activity, "three")]
     log.add(activity, outgoing, expect_replies=False, invoke=None)
-    assert log.find(activity).unsent() == []  # as delivered, until told otherwise
+    found = log.find(activity)
+    assert found is not None
+    assert found.outgoing is None, "taken as delivered: nothing of it is stored"
 
-    log.set_sent("a1", 1)
-
+    log.note_delivery(activity, 1, outgoing[1:])  # the channel took "one", then failed
     assert [item.activity.text for item in log.find(activity).unsent()] == ["two", "three"]
+
+    log.note_delivery(activity, 1, outgoing[2:])  # the redelivery sent "two", then failed again
+    assert [item.activity.text for item in log.find(activity).unsent()] == ["three"]
+
+
+def test_expect_replies_keeps_the_replies_and_counts_the_changes_that_reached_the_channel() -> None:
+    log = DeliveryLog("k", None)
+    activity = _activity("a1")
+    update = Outgoing(Method.PUT, Activity(id="earlier", text="edited"))
+    log.add(activity, [_reply(activity, "one"), update], expect_replies=True, invoke=None)
+    assert log.find(activity).unsent() == []
+
+    log.note_delivery(activity, 0, [update])
+
+    found = log.find(activity)
+    assert [item.activity.text for item in found.outgoing] == ["one", "edited"]
+    assert [item.activity.text for item in found.unsent()] == ["edited"]
 
 
 def test_forgetting_a_user_keeps_their_ids_but_not_what_was_sent_to_them() -> None:
     log = DeliveryLog("test/conversations/c1" + SUFFIX, None)
     for activity_id, user in (("a1", "ada"), ("a2", "bob"), ("a3", "ada")):
         activity = _activity(activity_id, user)
-        log.add(activity, [_reply(activity, f"hello {user}")], expect_replies=False, invoke=None)
-    forget = _activity("a4", "ada")
-    deleted = {
-        user_key("test", "ada"),
-        private_conversation_key("test", "c1", "ada", "PrivateConversationState"),
-        private_conversation_key("test", "c2", "ada", "PrivateConversationState"),
-        conversation_key("test", "c3"),
-    }
+        log.add(activity, [_reply(activity, f"hello {user}")], expect_replies=True, invoke=None)
 
-    others = deleted_by_turn(forget, deleted, log)
+    assert log.forget_user("ada")
 
-    assert others == {
-        conversation_key("test", "c2") + SUFFIX: Delete(),
-        conversation_key("test", "c3") + SUFFIX: Delete(),
-    }
     assert {"a1", "a2", "a3"} <= set(log.ids)
     assert log.find(_activity("a1", "ada")).outgoing is None
     assert log.find(_activity("a3", "ada")).outgoing is None
     assert [item.activity.text for item in log.find(_activity("a2", "bob")).outgoing] == ["hello bob"]
     assert "hello ada" not in json.dumps(log.record())
+    assert not log.forget_user("ada"), "nothing left to forget"
+
+
+def test_a_turn_deleting_its_users_records_forgets_them_in_every_conversation_it_deletes_records_in() -> None:
+    deleted = {
+        user_key("test", "ada"),
+        private_conversation_key("test", "c1", "ada", "PrivateConversationState"),
+        private_conversation_key("test", "c2", "ada", "PrivateConversationState"),
+        conversation_key("test", "c3"),
+        "_damaged/test/conversations/c4",
+    }
+
+    forgotten, others = forgotten_by_turn(_activity("a4", "ada", conversation="c1"), deleted)
+
+    assert forgotten
+    assert sorted(others) == [conversation_key("test", "c2") + SUFFIX, conversation_key("test", "c3") + SUFFIX]
 
 
 def test_a_turn_that_deletes_nothing_of_its_user_forgets_nothing() -> None:
-    log = DeliveryLog("test/conversations/c1" + SUFFIX, None)
-    activity = _activity("a1", "ada")
-    log.add(activity, [_reply(activity, "hello ada")], expect_replies=False, invoke=None)
+    deleted = {user_key("test", "bob"), "_damaged/test/users/ada"}
 
-    others = deleted_by_turn(_activity("a2", "bob"), {user_key("test", "bob"), "_damaged/test/users/bob"}, log)
-
-    assert others == {}
-    assert log.find(activity).outgoing is not None
+    assert forgotten_by_turn(_activity("a2", "ada"), deleted) == (False, [])
 
 
 async def test_the_log_lives_as_long_as_its_conversation_on_every_backend(storage: StateStorage) -> None:
@@ -479,3 +506,22 @@ async def test_the_log_lives_as_long_as_its_conversation_on_every_backend(storag
     assert policy.ttl_for(key) == timedelta(days=30)
     await storage.write({key: DeliveryLog(key, None).record()})
     assert (await storage.read([key]))[key]["ids"] == "[]"
+
+
+def test_an_entry_keeps_any_invoke_answer_whole_until_it_ages() -> None:
+    log = DeliveryLog("k", None)
+    invoke = _activity("invoke-1")
+    body = {"o": "x,'o':y", "quotes": "\"'", "n": [1, {"o": None}]}
+    log.add(invoke, [], expect_replies=False, invoke=InvokeResponse(status=200, body=body))
+
+    found = log.find(invoke)
+    assert found is not None
+    assert found.invoke is not None
+    assert (found.invoke.status, found.invoke.body) == (200, body)
+
+    for i in range(WITH_REPLIES):
+        later = _activity(f"a{i}")
+        log.add(later, [_reply(later, "echo")], expect_replies=False, invoke=None)
+    aged = log.find(invoke)
+    assert aged is not None
+    assert (aged.outgoing, aged.invoke) == (None, None), "aged: the id only"
