@@ -53,6 +53,7 @@ class TargetSpec:
     server: str  #: key of the server process (two targets may share one)
     hot: bool = False  #: every user in one conversation
     stored_users: int = 0  #: growth run: users added to the sqlite file before measuring
+    redeliver_every: int = 0  #: every n-th message is delivered twice (same id), as a channel's retry
 
 
 TARGETS = [
@@ -61,6 +62,10 @@ TARGETS = [
     TargetSpec("echo", "bare aiohttp echo (ceiling)", "echo"),
     TargetSpec("memory", "this bot, memory", "memory"),
     TargetSpec("sqlite", "this bot, sqlite", "sqlite"),
+    TargetSpec("sqlite-nolog", "this bot, sqlite, no delivery log (REDELIVERY_MEMORY=0)", "sqlite-nolog"),
+    TargetSpec(
+        "sqlite-copies", "this bot, sqlite, every 10th message delivered twice", "sqlite-copies", redeliver_every=10
+    ),
     TargetSpec("blob", "this bot, blob (Azurite)", "blob"),
     TargetSpec("table", "this bot, table (Azurite)", "table"),
     TargetSpec("cosmos", "this bot, cosmos (cosmosdb-server)", "cosmos"),
@@ -171,8 +176,10 @@ def make_server(key: str, workdir: Path, services: Services) -> tuple[Server, li
         return bench_server("agents", "bench.agents_sample", workdir, python=ensure_agents_venv()), []
     if key == "memory":
         return bot_server(key, workdir, STORAGE="memory"), []
-    if key in ("sqlite", "growth-small", "growth-large"):
+    if key in ("sqlite", "sqlite-copies", "growth-small", "growth-large"):
         return bot_server(key, workdir, **sqlite), []
+    if key == "sqlite-nolog":
+        return bot_server(key, workdir, **sqlite, REDELIVERY_MEMORY="0"), []
     if key in ("blob", "table"):
         settings, pids = services.azurite_settings()
         return bot_server(key, workdir, STORAGE=key, **settings), pids
@@ -197,7 +204,11 @@ async def introduce(target: Target, concurrency: int, reconnect_every: int) -> N
     slug = target.spec.key
     for number in range(concurrency):
         user = VirtualUser(
-            target.server.url, f"{slug}-user-{number:03d}", f"{slug}-conversation-{number:03d}", reconnect_every
+            target.server.url,
+            f"{slug}-user-{number:03d}",
+            f"{slug}-conversation-{number:03d}",
+            reconnect_every,
+            target.spec.redeliver_every,
         )
         await user.post("hello")
         status, body = await user.post(f"Ada {chr(ord('A') + number % 26)}")
@@ -250,7 +261,7 @@ async def run(options: Options, keys: list[str]) -> list[Row]:
                 spec = specs[key]
                 if spec.stored_users:
                     count = options.growth[0] if key == "growth-small" else options.growth[1]
-                    spec = TargetSpec(spec.key, spec.label, spec.server, spec.hot, count)
+                    spec = TargetSpec(spec.key, spec.label, spec.server, spec.hot, count, spec.redeliver_every)
                 target = Target(spec, spec.label.format(n=_short(spec.stored_users)))
                 targets.append(target)
                 try:
@@ -284,6 +295,8 @@ async def run(options: Options, keys: list[str]) -> list[Row]:
             for target in live:
                 if target.spec.hot:
                     target.note = "; ".join(filter(None, [target.note, retry_note(target)]))
+                if target.spec.redeliver_every:
+                    target.note = "; ".join(filter(None, [target.note, redelivery_note(target)]))
             rows = [summarise(t.label, t.spec.key, t.tally, _rss(t), t.note, t.skipped) for t in targets]
         finally:
             for target in targets:
@@ -294,7 +307,7 @@ async def run(options: Options, keys: list[str]) -> list[Row]:
     return rows
 
 
-TURN_LINE = re.compile(r"turn \S+?@\S+?/(\S+): (\w+), \d+ repl\w+, (\d+) attempts?")
+TURN_LINE = re.compile(r"turn \S+?@\S+?/(\S+): (\w+), [^,]*, (\d+) attempts?")
 
 
 def retry_note(target: Target) -> str:
@@ -310,6 +323,15 @@ def retry_note(target: Target) -> str:
         return ""
     retried = sum(1 for count in attempts if count > 1)
     return f"retried: {retried / len(attempts):.1%} of turns, {sum(attempts) - len(attempts)} extra attempts"
+
+
+def redelivery_note(target: Target) -> str:
+    """How many copies the users sent and how many the bot answered as redeliveries (its turn log says
+    ``redelivered``), over the whole run (warm-up included)."""
+    assert target.server is not None
+    outcomes = [match.group(2) for match in TURN_LINE.finditer(target.server.log_path.read_text(errors="replace"))]
+    copies = sum(user.copies for user in target.users)
+    return f"copies sent: {copies}, answered as redelivered: {outcomes.count('redelivered')} of {len(outcomes)} turns"
 
 
 def _rss(target: Target) -> int:

@@ -49,7 +49,14 @@ class Tally:
 class VirtualUser:
     """One user talking in one conversation over its own keep-alive connection."""
 
-    def __init__(self, url: str, user_id: str, conversation_id: str, reconnect_every: int = RECONNECT_EVERY) -> None:
+    def __init__(
+        self,
+        url: str,
+        user_id: str,
+        conversation_id: str,
+        reconnect_every: int = RECONNECT_EVERY,
+        redeliver_every: int = 0,
+    ) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
@@ -58,12 +65,27 @@ class VirtualUser:
         self.conversation_id = conversation_id
         self.sent = 0
         self.reconnect_every = reconnect_every
+        #: Every ``redeliver_every``-th message is followed by a copy of it (the same id), as a channel's retry.
+        self.redeliver_every = redeliver_every
+        self.copies = 0
+        self._copy_next = False
+        self._last_text = ""
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._on_connection = 0
 
+    def next_text(self) -> str:
+        """The text of the next message: a new one, or (as ``redeliver_every`` says) the last one again."""
+        return self._last_text if self._copy_next else f"message {self.sent} of {self.user_id}"
+
     def activity(self, text: str) -> bytes:
-        self.sent += 1
+        if self._copy_next and text == self._last_text:  # a redelivery: the same id as the last message
+            self._copy_next = False
+            self.copies += 1
+        else:
+            self.sent += 1
+            self._last_text = text
+            self._copy_next = bool(self.redeliver_every) and self.sent % self.redeliver_every == 0
         return json.dumps(
             {
                 "type": "message",
@@ -154,7 +176,7 @@ async def measure(
 
     async def talk(user: VirtualUser) -> None:
         while time.perf_counter() < deadline:
-            text = f"message {user.sent} of {user.user_id}"
+            text = user.next_text()
             begun = time.perf_counter()
             try:
                 status, body = await user.post(text)

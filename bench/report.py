@@ -177,7 +177,11 @@ METHOD = """\
 - Growth rows: two `python app.py` processes on sqlite files that first get {small} and {large} stored users:
   copies, inserted with `executemany`, of the rows the bot wrote for a real user (user and conversation record).
 - Hot conversation: "busy/503" counts turns answered 503 or with a "busy" reply (e_tag conflicts the bot gave up
-  on); such turns are counted in turns/s but are not echoes."""
+  on); such turns are counted in turns/s but are not echoes.
+- Delivery log rows: "no delivery log" is this bot with `REDELIVERY_MEMORY=0` (no exactly-once bookkeeping), so
+  its difference from "this bot, sqlite" is what the bookkeeping costs, in the same run. "every 10th message
+  delivered twice": each user sends every 10th message a second time with the same id, as a channel's retry; the
+  note counts the copies sent and the turns the bot logged as `redelivered` (each copy must be one)."""
 
 
 def render_markdown(rows: list[Row], options: Options, facts: dict[str, str]) -> str:

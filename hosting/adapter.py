@@ -70,6 +70,7 @@ from botframework.connector.auth import (
     UserTokenClient,
 )
 
+from .deliveries import DEFAULT_REMEMBERED
 from .http import RequestError, RequestPolicy, error_response, read_activity, service_url_problem
 from .logs import log_text
 from .outgoing import Method, Outgoing
@@ -134,6 +135,7 @@ class StateBotAdapter(CloudAdapter):
         replies: ReplySender,
         retries: int,
         user_tokens: UserTokenClient | None = None,
+        remembered: int = DEFAULT_REMEMBERED,
     ) -> None:
         super().__init__(authentication)
         self._policy = policy
@@ -148,6 +150,7 @@ class StateBotAdapter(CloudAdapter):
             new_context=self._new_context,
             run_middleware=self.run_pipeline,
             retries=retries,
+            remembered=remembered,
         )
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -168,25 +171,38 @@ class StateBotAdapter(CloudAdapter):
         activity.caller_id = authenticated.caller_id
 
         new_context = functools.partial(self._new_context, identity=authenticated.claims_identity)
-        result = await self.pipeline.run(activity, new_context=new_context)
+        result = await self.pipeline.run(activity, new_context=new_context, remember=True)
         response = await self._respond(activity, result)
         _log_turn("turn", activity, result, started, f" -> {response.status}")
         return response
 
     async def _respond(self, activity: Activity, result: TurnResult) -> web.Response:
+        """Deliver what the turn sends and answer the request. A redelivery sends only what the first delivery
+        could not; what does not get through is noted in the delivery log for the next redelivery."""
         failure = FAILURES.get(result.outcome)
-        if activity.delivery_mode == DeliveryModes.expect_replies:
-            # The replies are the answer; the turn's updates and deletions still go to the serviceUrl.
-            changes = [item for item in result.outgoing if item.method != Method.POST]
-            delivered = await self._deliver(activity, changes)
+        expect_replies = activity.delivery_mode == DeliveryModes.expect_replies
+        redelivered = result.redelivered
+        if redelivered is not None:
+            already, to_channel = redelivered.sent, redelivered.unsent()
+        elif expect_replies:  # the replies are the answer; the turn's updates and deletions go to the serviceUrl
+            already, to_channel = 0, [item for item in result.outgoing if item.method != Method.POST]
+        else:
+            already, to_channel = 0, result.outgoing
+        sent = await self._deliver(activity, to_channel)
+        delivered = sent == len(to_channel)
+        if redelivered is not None:
+            result.resent = sent
+        if result.log_key is not None and (not delivered or (redelivered is not None and to_channel)):
+            await self.pipeline.note_delivery(result, activity, already + sent, to_channel[sent:])
+        succeeded = result.outcome in (TurnOutcome.OK, TurnOutcome.REDELIVERED)
+        if expect_replies:
             body = {"activities": [to_json(reply) for reply in result.replies]}
             if failure is not None:
                 return web.json_response({**failure.body(), **body}, status=failure.status)
             if not delivered:
                 return web.json_response({**NOT_DELIVERED.body(), **body}, status=NOT_DELIVERED.status)
             return web.json_response(body, status=200)
-        delivered = await self._deliver(activity, result.outgoing)
-        if not delivered and result.outcome == TurnOutcome.OK:
+        if not delivered and succeeded:
             return NOT_DELIVERED.response()
         if failure is not None:
             return failure.response()
@@ -197,16 +213,17 @@ class StateBotAdapter(CloudAdapter):
             return web.json_response(invoke.body, status=int(invoke.status))
         return web.Response(status=201)
 
-    async def _deliver(self, activity: Activity, outgoing: list[Outgoing]) -> bool:
-        """Whether everything the turn sends reached the channel; a failure is logged."""
+    async def _deliver(self, activity: Activity, outgoing: list[Outgoing]) -> int:
+        """How many of ``outgoing`` reached the channel, in order (all of them, or up to the first failure, which
+        is logged)."""
         try:
             await self._replies.deliver(outgoing)
         except ReplyError as err:
             logger.warning(
                 "turn %s: replies were not delivered to its serviceUrl: %s", describe(activity), log_text(err)
             )
-            return False
-        return True
+            return err.delivered
+        return len(outgoing)
 
     def _new_context(self, activity: Activity, identity: ClaimsIdentity | None = None) -> TurnContext:
         context = TurnContext(self, activity)
@@ -404,7 +421,9 @@ def _counted(result: TurnResult) -> str:
     replies = len(result.replies)
     changes = len(result.outgoing) - replies
     text = f"{replies} repl{'y' if replies == 1 else 'ies'}"
-    return f"{text} and {changes} change{'' if changes == 1 else 's'}" if changes else text
+    if changes:
+        text = f"{text} and {changes} change{'' if changes == 1 else 's'}"
+    return f"{text} ({result.resent} sent again)" if result.outcome == TurnOutcome.REDELIVERED else text
 
 
 # Turns that could not be served, as the HTTP caller sees them (the user gets the pipeline's reply as well).

@@ -12,6 +12,7 @@ must be printable, and ``serviceUrl`` (where the replies go) must be a place rep
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import json
 import math
@@ -36,6 +37,8 @@ MAX_DEPTH = 32
 MAX_ID_LENGTH = 256
 MAX_CHANNEL_ID_LENGTH = 64
 MAX_SERVICE_URL_LENGTH = 2048
+#: serviceUrls whose judgement a RequestPolicy keeps (a channel uses a few; an attacker cycling URLs only misses).
+MAX_JUDGED_URLS = 256
 MAX_MEMBERS = 50
 MAX_ATTACHMENTS = 10
 MAX_ENTITIES = 32
@@ -103,6 +106,18 @@ class RequestPolicy:
     max_body_bytes: int = 1024 * 1024
     body_timeout_seconds: float = 15.0
     credentials: bool = False
+    #: ``service_url_problem``'s answers for the serviceUrls seen lately: a channel uses a handful, and judging one
+    #: costs more than the rest of the request's checks together.
+    _judged: dict[str, str | None] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def service_url_problem(self, url: str) -> str | None:
+        """``service_url_problem(url)`` under this policy, remembered for the last ``MAX_JUDGED_URLS`` URLs."""
+        if url in self._judged:
+            return self._judged[url]
+        if len(self._judged) >= MAX_JUDGED_URLS:
+            self._judged.clear()
+        problem = self._judged[url] = service_url_problem(url, credentials=self.credentials)
+        return problem
 
     @classmethod
     def from_settings(cls, settings: HostSettings) -> RequestPolicy:
@@ -238,7 +253,7 @@ def parse_activity(body: object, policy: RequestPolicy | None = None) -> Activit
         )
     for name, value, limit in ids:
         _check_id(name, value, limit)
-    problem = service_url_problem(body["serviceUrl"], credentials=policy.credentials)
+    problem = policy.service_url_problem(body["serviceUrl"])
     if problem:
         raise RequestError(400, "invalid_service_url", f"serviceUrl {problem}")
     try:

@@ -13,6 +13,10 @@
    leaves before its state is stored. The turn's context is then closed (``CLOSED_KEY``): the adapter refuses
    what is sent with it afterwards (from a task the turn left running) instead of buffering it for nobody.
 
+A turn of an activity a channel sent (``remember=True``) also reads and writes the conversation's delivery log
+(``hosting.deliveries``) in the same read and write: an activity the log has is a redelivery, answered from the
+log (``TurnOutcome.REDELIVERED``) without running the bot or changing any state.
+
 When the save loses a race (``ETagConflictError``: another process changed a record since we read it) the whole
 turn runs again from fresh state, up to ``retries`` attempts, with a small jittered backoff. After a conflict the
 pipeline also takes the conversation's *shared* lock (a record in the store, created only if absent), and every
@@ -34,19 +38,22 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from botbuilder.core import TurnContext
-from botbuilder.schema import Activity, ActivityTypes
+from botbuilder.schema import Activity, ActivityTypes, DeliveryModes
 from botframework.connector import Channels
 
+from . import deliveries
+from .deliveries import Delivery, DeliveryLog
 from .logs import log_text, short_id
 from .outgoing import Method, Outgoing, replies_of
 from .state_keys import conversation_key
@@ -75,8 +82,12 @@ SHARED_LOCK_WAIT_SECONDS = 10.0
 #: A turn's storage budget from its arrival: well under the ~15 s a channel waits for the answer, far over what a
 #: turn needs when workers queue for the store (~0.2 s measured with 4 gunicorn workers on one hot conversation).
 TURN_DEADLINE_SECONDS = 6.0
-#: Giving the shared lock back after the turn gets its own small budget (the turn's may be spent).
+#: Giving the shared lock back after the turn gets its own small budget (the turn's may be spent), and so does
+#: noting in the delivery log that replies were not delivered.
 RELEASE_DEADLINE_SECONDS = 1.0
+#: Tries at changing the delivery log after a turn (how much of its replies got through; taking its entry back)
+#: when other turns write it meanwhile.
+LOG_CHANGE_ATTEMPTS = 3
 
 
 class TurnOutcome(enum.StrEnum):
@@ -87,7 +98,12 @@ class TurnOutcome(enum.StrEnum):
     STORAGE_UNAVAILABLE = "storage_unavailable"
     RECORD_DAMAGED = "record_damaged"
     BOT_ERROR = "bot_error"
+    #: The activity was applied by an earlier delivery: nothing ran, the answer comes from the delivery log.
+    REDELIVERED = "redelivered"
 
+
+#: Outcomes of turns that saved nothing (a delivery log entry written part-way is taken back).
+UNSAVED = frozenset({TurnOutcome.BUSY, TurnOutcome.STORAGE_UNAVAILABLE, TurnOutcome.RECORD_DAMAGED})
 
 BUSY_TEXT = "I was busy with another message of yours, please send that again."
 OUTAGE_TEXT = "I can't reach my memory right now, so I can't answer. Nothing you stored is lost; please try again."
@@ -113,6 +129,12 @@ class TurnResult:
     attempts: int
     invoke_response: Any = None
     error: BaseException | None = None
+    #: The delivery log that remembers this turn's activity (None: not remembered, nothing to note about it).
+    log_key: str | None = None
+    #: For ``REDELIVERED``: what the first delivery sent and how much of it reached the channel.
+    redelivered: Delivery | None = None
+    #: For ``REDELIVERED``: how many of what the first delivery could not send this one sent.
+    resent: int = 0
 
     @property
     def replies(self) -> list[Activity]:
@@ -245,49 +267,140 @@ class TurnPipeline:
     retries: int = DEFAULT_RETRIES
     backoff_seconds: float = BACKOFF_SECONDS
     deadline_seconds: float = TURN_DEADLINE_SECONDS
+    #: How many applied activities each conversation's delivery log remembers (0: no log, no deduplication).
+    remembered: int = deliveries.DEFAULT_REMEMBERED
     _locks: ConversationLocks = field(default_factory=ConversationLocks)
+    # Names of runs, unique in this process for its life and across processes (a uuid4 per turn is a system call).
+    _run_prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    _runs: Iterator[int] = field(default_factory=itertools.count)
 
     async def run(
-        self, activity: Activity, logic: Logic | None = None, new_context: ContextFactory | None = None
+        self,
+        activity: Activity,
+        logic: Logic | None = None,
+        new_context: ContextFactory | None = None,
+        *,
+        remember: bool = False,
     ) -> TurnResult:
         """The turn's outcome, within ``deadline_seconds`` (plus ``RELEASE_DEADLINE_SECONDS`` to give the shared
         lock back) whatever the store does. ``logic`` and ``new_context`` replace the pipeline's own for this turn
-        (a proactive turn runs its callback, with its own identity in the context)."""
+        (a proactive turn runs its callback, with its own identity in the context). ``remember``: the activity
+        came from a channel, which may deliver it again (see the module docstring)."""
         key = lock_key(activity)
+        log_key = deliveries.log_key(activity) if remember and self.remembered else None
         with storage_deadline(self.deadline_seconds):
             async with self._locks.hold(key):
                 shared = SharedLock(self.states.storage, f"{key}/turn-lock")
                 try:
-                    return await self._attempts(activity, shared, logic or self.logic, new_context or self.new_context)
+                    run = f"{self._run_prefix}-{next(self._runs)}"
+                    result = await self._attempts(
+                        activity, shared, logic or self.logic, new_context or self.new_context, log_key, run
+                    )
+                    if log_key is not None and result.outcome in UNSAVED and not self.states.storage.atomic_writes:
+                        await self._withdraw(log_key, activity, run)
+                    return result
                 finally:
                     with storage_deadline(RELEASE_DEADLINE_SECONDS):
                         await shared.release()
 
+    async def note_delivery(self, result: TurnResult, activity: Activity, sent: int, unsent: list[Outgoing]) -> None:
+        """Note in the delivery log that ``sent`` of what the turn sends to the channel got there and ``unsent``
+        did not (the log took all of it as delivered), so that a redelivery sends the rest. A failure is logged: a
+        redelivery then sends nothing."""
+        if result.log_key is not None:
+            await self._change_log(
+                result.log_key,
+                activity,
+                lambda log: log.note_delivery(activity, sent, unsent),
+                "could not note that its replies were not all delivered (a redelivery will not send them)",
+            )
+
+    async def _withdraw(self, log_key: str, activity: Activity, run: str) -> None:
+        """Take back the delivery log's entry an attempt of ``run`` wrote before the turn failed on another record
+        (only where records are written one by one): a redelivery must apply the activity, not answer from it."""
+        await self._change_log(
+            log_key,
+            activity,
+            lambda log: log.withdraw(activity.id, run),
+            "failed, and its entry in the delivery log may remain (a redelivery of it would not be applied)",
+        )
+
+    async def _change_log(
+        self, log_key: str, activity: Activity, change: Callable[[DeliveryLog], bool], failure: str
+    ) -> None:
+        """Read the delivery log, ``change`` it (False: nothing to write) and write it back, within a budget of its
+        own and again when another turn wrote the log meanwhile; a store failure is logged with ``failure``."""
+        storage = self.states.storage
+        with storage_deadline(RELEASE_DEADLINE_SECONDS):
+            for _ in range(LOG_CHANGE_ATTEMPTS):
+                try:
+                    log = DeliveryLog(log_key, (await storage.read([log_key])).get(log_key), self.remembered)
+                    if change(log):
+                        await storage.write({log_key: log.record()})
+                    return
+                except ETagConflictError:
+                    continue
+                except StorageError as err:
+                    logger.warning("turn %s: %s: %s", describe(activity), failure, log_text(err))
+                    return
+
     async def _attempts(
-        self, activity: Activity, shared: SharedLock, logic: Logic, new_context: ContextFactory
+        self,
+        activity: Activity,
+        shared: SharedLock,
+        logic: Logic,
+        new_context: ContextFactory,
+        log_key: str | None,
+        run: str,
     ) -> TurnResult:
         conflicts = 0
         notices: list[str] = []
         moved_aside: set[str] = set()
         attempts = 0
+        extra_keys = [shared.key] if log_key is None else [shared.key, log_key]
         while True:
             attempts += 1
             turn_context = new_context(activity)
             turn_context.turn_state[NOTICES_KEY] = notices
             try:
-                records = await self.states.load(turn_context, [shared.key])
+                records = await self.states.load(turn_context, extra_keys)
                 if not shared.held and shared.taken_by_another(records.get(shared.key)):
                     await shared.acquire()
                     attempts -= 1  # waiting for another process is not a failed attempt
                     continue
+                log = None
+                if log_key is not None:
+                    log = DeliveryLog(log_key, records.get(log_key), self.remembered)
+                    delivery = log.find(activity, run)
+                    if delivery is not None:
+                        return TurnResult(
+                            TurnOutcome.REDELIVERED,
+                            delivery.outgoing or [],
+                            attempts,
+                            delivery.invoke,
+                            log_key=log_key,
+                            redelivered=delivery,
+                        )
                 for notice in notices:
                     await turn_context.send_activity(notice)
                 error = await self._run_bot(turn_context, logic)
                 if error is not None:
                     return self._bot_error(activity, error, attempts)
-                if not await self.states.save(turn_context):
-                    await turn_context.send_activity(reply_to(activity, NOT_COMPACTED_TEXT))
-                return TurnResult(TurnOutcome.OK, buffered(turn_context), attempts, invoke_response(turn_context))
+                outgoing = buffered(turn_context)
+                invoke = invoke_response(turn_context)
+                also: dict[str, object] = {}
+                if log is not None and not self.states.held(turn_context):
+                    expect = activity.delivery_mode == DeliveryModes.expect_replies
+                    others = await self._forget_in_logs(activity, turn_context, log)
+                    log.add(activity, outgoing, expect_replies=expect, invoke=invoke, run=run)
+                    also = {log_key: log.record(), **others}
+                else:
+                    log = None
+                if not await self.states.save(turn_context, also):
+                    outgoing.append(_post(reply_to(activity, NOT_COMPACTED_TEXT)))
+                return TurnResult(
+                    TurnOutcome.OK, outgoing, attempts, invoke, log_key=log_key if log is not None else None
+                )
             except ETagConflictError:
                 conflicts += 1
                 if conflicts >= self.retries:
@@ -320,6 +433,25 @@ class TurnPipeline:
                 return self._outage(activity, err, attempts)
             finally:
                 turn_context.turn_state[CLOSED_KEY] = True
+
+    async def _forget_in_logs(
+        self, activity: Activity, turn_context: TurnContext, log: DeliveryLog
+    ) -> dict[str, dict[str, Any]]:
+        """When the turn deletes its user's records (``forget``): ``log`` forgets what was sent to the user, and so
+        do the logs of the other conversations it deletes their records in (read now, returned to be written with
+        the turn, each conditional on what was read)."""
+        forgotten, others = deliveries.forgotten_by_turn(activity, self.states.deleted_keys(turn_context))
+        user = activity.from_property.id if activity.from_property is not None else None
+        if not user or not (forgotten or others):
+            return {}
+        if forgotten:
+            log.forget_user(user)
+        changed: dict[str, dict[str, Any]] = {}
+        for key, record in (await self.states.storage.read(others)).items():
+            other = DeliveryLog(key, record, self.remembered)
+            if other.forget_user(user):
+                changed[key] = other.record()
+        return changed
 
     async def _run_bot(self, turn_context: TurnContext, logic: Logic) -> Exception | None:
         """Run middleware and bot; a storage failure propagates, any other exception is returned."""

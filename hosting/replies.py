@@ -48,7 +48,10 @@ async def no_token(audience: str | None = None) -> None:
 
 
 class ReplyError(Exception):
-    """A reply could not be delivered to the channel."""
+    """A reply could not be delivered to the channel. ``delivered``: how many of the requests before it got
+    through (``ReplySender.deliver`` stops at the first failure)."""
+
+    delivered: int = 0
 
 
 class ReplySender:
@@ -79,26 +82,35 @@ class ReplySender:
             return []
         headers = await self._headers(audience)
         channel_ids: dict[str, str] = {}  # provisional id -> the channel's id, for this turn's own replies
-        responses = []
-        for item in outgoing:
-            activity = item.activity
-            if item.method == Method.POST:
-                answer = await self._request("POST", reply_url(activity), headers, to_json(activity))
-                response = ResourceResponse(id=_text(answer, "id"))
-                if item.provisional_id and response.id:
-                    channel_ids[item.provisional_id] = response.id
-                responses.append(response)
-                continue
-            if not activity.id:
-                raise ReplyError(f"an activity to {item.method.lower()} has no id")
-            activity_id = channel_ids.get(activity.id, activity.id)
-            url = activity_url(activity.service_url, activity.conversation.id, activity_id)
-            body = None
-            if item.method == Method.PUT:
-                body = to_json(activity)
-                body["id"] = activity_id
-            await self._request(item.method, url, headers, body)
+        responses: list[ResourceResponse] = []
+        for delivered, item in enumerate(outgoing):
+            try:
+                await self._deliver_one(item, headers, channel_ids, responses)
+            except ReplyError as err:
+                err.delivered = delivered
+                raise
         return responses
+
+    async def _deliver_one(
+        self, item: Outgoing, headers: dict[str, str], channel_ids: dict[str, str], responses: list[ResourceResponse]
+    ) -> None:
+        activity = item.activity
+        if item.method == Method.POST:
+            answer = await self._request("POST", reply_url(activity), headers, to_json(activity))
+            response = ResourceResponse(id=_text(answer, "id"))
+            if item.provisional_id and response.id:
+                channel_ids[item.provisional_id] = response.id
+            responses.append(response)
+            return
+        if not activity.id:
+            raise ReplyError(f"an activity to {item.method.lower()} has no id")
+        activity_id = channel_ids.get(activity.id, activity.id)
+        url = activity_url(activity.service_url, activity.conversation.id, activity_id)
+        body = None
+        if item.method == Method.PUT:
+            body = to_json(activity)
+            body["id"] = activity_id
+        await self._request(item.method, url, headers, body)
 
     async def create_conversation(
         self, service_url: str, parameters: ConversationParameters, audience: str | None = None

@@ -192,6 +192,7 @@ async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
                 TurnStates.of(states),
                 ReplySender(session, authentication.outgoing_token),
                 retries=settings.turn_retries,
+                remembered=settings.redelivery_memory,
                 user_tokens=OnDemandUserTokenClient(
                     functools.partial(authentication.create_user_token_client, ClaimsIdentity({}, True)),
                     settings.oauth_url,

@@ -21,6 +21,8 @@ from .storage.registry import BACKENDS, SqliteSettings, StoreSettings, Variables
 
 APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: The activities each conversation's delivery log remembers (hosting/deliveries.py), unless REDELIVERY_MEMORY says.
+DEFAULT_REDELIVERY_MEMORY = 32
 
 # The Bot Framework public cloud. Sovereign clouds (and tests) set these six by the names Bot Framework apps use
 # in their appsettings; each one left unset keeps its public-cloud value.
@@ -59,6 +61,9 @@ class HostSettings:
     log_level: str = "INFO"
     web_concurrency: int = 2
     turn_retries: int = 3
+    #: Activities each conversation remembers as applied, with what their turns sent (0: a redelivered activity
+    #: is applied again); see hosting/deliveries.py.
+    redelivery_memory: int = DEFAULT_REDELIVERY_MEMORY
     to_bot_from_channel_token_issuer: str = PUBLIC_CLOUD["ToBotFromChannelTokenIssuer"]
     to_bot_from_channel_openid_metadata_url: str = PUBLIC_CLOUD["ToBotFromChannelOpenIdMetadataUrl"]
     to_bot_from_emulator_openid_metadata_url: str = PUBLIC_CLOUD["ToBotFromEmulatorOpenIdMetadataUrl"]
@@ -130,6 +135,7 @@ def read_host_settings[S: HostSettings](
 
     web_concurrency = _whole_number(get, "WEB_CONCURRENCY", defaults.web_concurrency, 1, 64, problems)
     turn_retries = _whole_number(get, "TURN_RETRIES", defaults.turn_retries, 1, 10, problems)
+    redelivery_memory = _whole_number(get, "REDELIVERY_MEMORY", defaults.redelivery_memory, 0, 256, problems)
 
     cloud = {name: get(name, default) for name, default in PUBLIC_CLOUD.items()}
     for name, value in cloud.items():
@@ -170,6 +176,7 @@ def read_host_settings[S: HostSettings](
         log_level=log_level,
         web_concurrency=web_concurrency,
         turn_retries=turn_retries,
+        redelivery_memory=redelivery_memory,
         to_bot_from_channel_token_issuer=cloud["ToBotFromChannelTokenIssuer"],
         to_bot_from_channel_openid_metadata_url=cloud["ToBotFromChannelOpenIdMetadataUrl"],
         to_bot_from_emulator_openid_metadata_url=cloud["ToBotFromEmulatorOpenIdMetadataUrl"],

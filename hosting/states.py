@@ -96,9 +96,10 @@ class TurnStates:
             turn_context.turn_state[_cache_key(state)] = _CachedState(records.get(key) or {})
         return {key: records[key] for key in extra_keys if key in records}
 
-    async def save(self, turn_context: TurnContext) -> bool:
+    async def save(self, turn_context: TurnContext, also: Mapping[str, object] | None = None) -> bool:
         """Write every changed state and delete every deleted record in ONE ``hosting.storage.write``; False when that
         succeeded but compacting the store afterwards did not (the caller tells the user; it is retried later).
+        ``also``: records the pipeline keeps with the turn (its delivery log), first in the same write.
 
         Deletes are conditional on the e_tag the turn read (``Delete``), so a record that another turn changed
         meanwhile is not deleted behind its back: the write conflicts and the whole turn runs again from fresh
@@ -107,32 +108,29 @@ class TurnStates:
         others are found by) goes last, and a failure part-way leaves it for the retried turn to find the rest.
         After deleting, the store is compacted, so no copy stays in sqlite's write-ahead log.
 
-        A turn marked with :func:`hold` saves and deletes nothing.
+        A turn marked with :func:`hold` saves and deletes nothing (``also`` included).
         """
-        if turn_context.turn_state.get(HOLD_KEY):
+        if self.held(turn_context):
             return True
         deleted: dict[str, str] = turn_context.turn_state.get(DELETE_KEY, {})
         deleted_states: set[str] = turn_context.turn_state.get(DELETED_STATES_KEY, set())
         stamps: dict[str, int] = turn_context.turn_state.get(STAMPS_KEY, {})
         own = self._keyed(turn_context)
         own_keys = {key for _, key in own}
-        changes: dict[str, object] = {key: Delete(e_tag) for key, e_tag in deleted.items() if key not in own_keys}
+        changes: dict[str, object] = dict(also or {})
+        changes.update({key: Delete(e_tag) for key, e_tag in deleted.items() if key not in own_keys})
         changes.update({key: Delete(deleted[key]) for _, key in reversed(own) if key in deleted})
-        cached_states: list[CachedBotState] = []
         for state, key in own:
             cached = turn_context.turn_state.get(_cache_key(state))
             if key in deleted_states or cached is None:
                 continue
             if cached.is_changed or (cached.state and self.storage.refresh_due(key, stamps.get(key))):
                 changes[key] = cached.state
-                cached_states.append(cached)
         if not changes:
             return True
         await self.storage.write(changes)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("saved %s", _shown(changes))
-        for cached in cached_states:
-            cached.hash = cached.compute_hash(cached.state)
         if not deleted:
             return True
         try:
@@ -142,6 +140,16 @@ class TurnStates:
             self.storage.compact_pending = True
             return False
         return True
+
+    @staticmethod
+    def held(turn_context: TurnContext) -> bool:
+        """Whether the turn was marked with :func:`hold` (nothing of it is saved)."""
+        return bool(turn_context.turn_state.get(HOLD_KEY))
+
+    @staticmethod
+    def deleted_keys(turn_context: TurnContext) -> set[str]:
+        """The records the turn's write will delete: its own deleted states and what ``delete_with_turn`` named."""
+        return set(turn_context.turn_state.get(DELETE_KEY, {})) | turn_context.turn_state.get(DELETED_STATES_KEY, set())
 
 
 class _CachedState(CachedBotState):

@@ -124,6 +124,65 @@ async def test_one_user_naming_themselves_in_ten_conversations_at_once(
             assert follow_up.texts == [counting_bot.echo("and now?", 3, stored_name)]
 
 
+COPIES = 4
+ACTIVITIES = 8
+
+
+async def _copies_at_once(conversation: Conversation, server: GunicornProcess) -> None:
+    """A channel delivers each of 8 activities 4 times, all 32 requests at once, over the workers: every copy is
+    answered without an error, each activity is applied once (the counter moves exactly 8) and echoed once (in
+    expectReplies every copy's answer carries its activity's one echo), and each duplicate logs one
+    ``redelivered`` line."""
+    messages = [conversation.activity(text=f"copied {i}") for i in range(ACTIVITIES)]
+
+    async def send(message: dict) -> Reply:
+        async with conversation.session.post(conversation.bot_url, json=message) as answer:
+            body = await answer.json() if answer.content_type == "application/json" else None
+            return Reply(answer.status, body, (body or {}).get("activities", []))
+
+    conversation.channel.take()
+    replies = await asyncio.gather(*(send(message) for message in messages for _ in range(COPIES)))
+
+    assert {reply.status for reply in replies} == {200 if conversation.expect_replies else 201}
+    if conversation.expect_replies:
+        by_activity: dict[str, set[str]] = {}
+        for message, reply in zip((m for m in messages for _ in range(COPIES)), replies, strict=True):
+            by_activity.setdefault(message["text"], set()).update(reply.texts)
+        assert all(len(echoes) == 1 for echoes in by_activity.values()), by_activity
+        delivered = [echo for echoes in by_activity.values() for echo in echoes]
+    else:
+        delivered = [activity.get("text") or "" for activity in conversation.channel.take()]
+    echoes = [counting_bot.counted(text) for text in delivered]
+    assert None not in echoes, delivered
+    assert sorted(echo.text for echo in echoes) == sorted(message["text"] for message in messages)
+    assert sorted(echo.number for echo in echoes) == list(range(1, ACTIVITIES + 1)), "applied once each"
+    key = f"{conversation.channel_id}/conversations/{conversation.conversation_id}"
+    store = await build_storage(server.settings.store)
+    try:
+        stored = (await store.read([key]))[key]
+    finally:
+        await store.close()
+    assert stored[counting_bot.COUNTER]["count"] == ACTIVITIES
+    redelivered = server.log_path.read_text().count(": redelivered, ")
+    assert redelivered == ACTIVITIES * (COPIES - 1)
+
+
+@pytest.mark.parametrize("expect_replies", [False, True], ids=["normal", "expectReplies"])
+async def test_copies_of_activities_across_workers_on_sqlite_are_applied_once(
+    tmp_path: Path, http: aiohttp.ClientSession, channel: FakeChannel, expect_replies: bool
+) -> None:
+    settings = {"STORAGE": "sqlite", "SQLITE_PATH": str(tmp_path / "bot.sqlite3")}
+    async with _serve(tmp_path, 2, **settings) as server:
+        await _copies_at_once(Conversation(http, server.messages_url, channel, expect_replies=expect_replies), server)
+
+
+async def test_copies_of_activities_across_workers_on_blob_are_applied_once(
+    tmp_path: Path, http: aiohttp.ClientSession, channel: FakeChannel, azurite
+) -> None:
+    async with _serve(tmp_path, 2, **scratch_environment(azurite, "blob")) as server:
+        await _copies_at_once(Conversation(http, server.messages_url, channel), server)
+
+
 async def test_memory_storage_with_several_workers_is_refused(tmp_path: Path) -> None:
     server = GunicornProcess(tmp_path / "gunicorn.log", STORAGE="memory", WEB_CONCURRENCY="2")
 

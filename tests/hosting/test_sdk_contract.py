@@ -351,14 +351,15 @@ async def test_updates_and_deletions_leave_after_the_save_in_order_with_the_repl
 
     conversation = talk.conversation_id
     key = conversation_key("emulator", conversation)
+    keys = [key, f"{key}/deliveries"]  # the conversation's record, then its delivery log (hosting/deliveries.py)
     draft_id = recording_channel.answered_ids[-1]
     assert shape(events) == [
         "store: read",
-        f"store: write {[key]}",
+        f"store: write {keys}",
         f"channel: POST /v3/conversations/{conversation}/activities",  # the draft (a reply to "edit")
         f"channel: PUT /v3/conversations/{conversation}/activities",
         "store: read",
-        f"store: write {[key]}",
+        f"store: write {keys}",
         f"channel: DELETE /v3/conversations/{conversation}/activities",
     ]
     [(updated_in, updated_id, update)] = recording_channel.updates
@@ -743,7 +744,7 @@ async def test_save_changes_in_on_turn_still_makes_one_write_per_turn_and_nothin
             "store: read",
             "bot: replied",
             "bot: saved its states",
-            f"store: write {[user_key('emulator', 'ada')]}",
+            f"store: write {sorted([user_key('emulator', 'ada'), talk.deliveries_key])}",
             reply_path,
         ]
     assert second.texts == ["visit 2"]

@@ -22,6 +22,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from hosting.deliveries import SUFFIX
+from hosting.state_keys import conversation_key
+
 BOT_ID = "bot-1"
 MESSAGES_PATH = "/api/messages"
 
@@ -43,7 +46,8 @@ class FakeChannel:
     other request it makes (see the module docstring).
 
     ``events`` (shared with a store that records its writes, say) gets one line per request as it arrives:
-    ``"channel: POST /v3/..."``. Methods in ``failing`` are answered 502. The token service signs users in from
+    ``"channel: POST /v3/..."``. Methods in ``failing`` are answered 502, and so are the next ``fail_next``
+    requests, whatever they are (a channel that fails, then recovers). The token service signs users in from
     ``user_tokens`` (``(user id, connection name) -> token``) and ``magic_codes`` (``code -> token``, granted to
     whoever sends the code).
     """
@@ -57,6 +61,7 @@ class FakeChannel:
         self.created: list[dict[str, Any]] = []
         self.events = events if events is not None else []
         self.failing: set[str] = set()
+        self.fail_next = 0
         self.user_tokens: dict[tuple[str, str], str] = {}
         self.magic_codes: dict[str, str] = {}
         self.token_calls: list[tuple[str, dict[str, str], str | None]] = []
@@ -88,6 +93,9 @@ class FakeChannel:
         """Record the request; the 502 answer when its method is failing."""
         self.requests.append((request.method, request.path, dict(request.headers)))
         self.events.append(f"channel: {request.method} {request.path}")
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return web.json_response({"error": {"code": "ServiceError", "message": "failing once"}}, status=500)
         if request.method in self.failing:
             return web.json_response({"error": {"code": "ServiceError", "message": "failing"}}, status=502)
         return None
@@ -184,6 +192,11 @@ class Conversation:
     conversation_id: str = field(default_factory=lambda: f"conv-{uuid.uuid4().hex[:8]}")
     channel_id: str = "emulator"
     expect_replies: bool = False
+
+    @property
+    def deliveries_key(self) -> str:
+        """The key of this conversation's delivery log (``hosting.deliveries``)."""
+        return conversation_key(self.channel_id, self.conversation_id) + SUFFIX
 
     def activity(self, activity_type: str = "message", **fields: Any) -> dict[str, Any]:
         activity: dict[str, Any] = {
