@@ -10,7 +10,7 @@ shared turn lock of ``hosting.pipeline`` must serialise them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -42,6 +42,17 @@ async def _named(conversation: Conversation, name: str) -> None:
     assert (await conversation.say(counting_bot.call_me(name))).texts == [counting_bot.named(name)]
 
 
+async def _stored_count(conversation: Conversation, server: GunicornProcess) -> int:
+    """The conversation's counter as the store holds it."""
+    key = f"{conversation.channel_id}/conversations/{conversation.conversation_id}"
+    store = await build_storage(server.settings.store)
+    try:
+        stored = (await store.read([key]))[key]
+    finally:
+        await store.close()
+    return stored[counting_bot.COUNTER]["count"]
+
+
 async def _hot_conversation(conversation: Conversation, server: GunicornProcess) -> None:
     """A named user sends 64 messages into one conversation at once: one echo each, numbers distinct and
     contiguous, all stored."""
@@ -68,30 +79,7 @@ async def _hot_conversation(conversation: Conversation, server: GunicornProcess)
     assert {echo.name for echo in echoes} == {"Ada"}
     numbers = sorted(echo.number for echo in echoes)
     assert numbers == list(range(3, 3 + MESSAGES)), "after 'hi' and the name: 3, 4, ... each once"
-    key = f"{conversation.channel_id}/conversations/{conversation.conversation_id}"
-    store = await build_storage(server.settings.store)
-    try:
-        stored = (await store.read([key]))[key]
-    finally:
-        await store.close()
-    assert stored[counting_bot.COUNTER]["count"] == numbers[-1]
-
-
-@pytest.mark.parametrize("workers", [2, 4])
-@pytest.mark.parametrize("expect_replies", [False, True], ids=["normal", "expectReplies"])
-async def test_a_hot_conversation_on_sqlite_loses_no_turn(
-    tmp_path: Path, http: aiohttp.ClientSession, channel: FakeChannel, workers: int, expect_replies: bool
-) -> None:
-    settings = {"STORAGE": "sqlite", "SQLITE_PATH": str(tmp_path / "bot.sqlite3")}
-    async with _serve(tmp_path, workers, **settings) as server:
-        await _hot_conversation(Conversation(http, server.messages_url, channel, expect_replies=expect_replies), server)
-
-
-async def test_a_hot_conversation_on_blob_loses_no_turn(
-    tmp_path: Path, http: aiohttp.ClientSession, channel: FakeChannel, azurite
-) -> None:
-    async with _serve(tmp_path, 2, **scratch_environment(azurite, "blob")) as server:
-        await _hot_conversation(Conversation(http, server.messages_url, channel), server)
+    assert await _stored_count(conversation, server) == numbers[-1]
 
 
 async def test_one_user_naming_themselves_in_ten_conversations_at_once(
@@ -156,31 +144,40 @@ async def _copies_at_once(conversation: Conversation, server: GunicornProcess) -
     assert None not in echoes, delivered
     assert sorted(echo.text for echo in echoes) == sorted(message["text"] for message in messages)
     assert sorted(echo.number for echo in echoes) == list(range(1, ACTIVITIES + 1)), "applied once each"
-    key = f"{conversation.channel_id}/conversations/{conversation.conversation_id}"
-    store = await build_storage(server.settings.store)
-    try:
-        stored = (await store.read([key]))[key]
-    finally:
-        await store.close()
-    assert stored[counting_bot.COUNTER]["count"] == ACTIVITIES
+    assert await _stored_count(conversation, server) == ACTIVITIES
     redelivered = server.log_path.read_text().count(": redelivered, ")
     assert redelivered == ACTIVITIES * (COPIES - 1)
 
 
+Scenario = Callable[[Conversation, GunicornProcess], Awaitable[None]]
+SCENARIOS: dict[str, Scenario] = {"hot-conversation": _hot_conversation, "copies-of-activities": _copies_at_once}
+
+
+@pytest.mark.parametrize(
+    ("scenario", "workers"),
+    [("hot-conversation", 2), ("hot-conversation", 4), ("copies-of-activities", 2)],
+)
 @pytest.mark.parametrize("expect_replies", [False, True], ids=["normal", "expectReplies"])
-async def test_copies_of_activities_across_workers_on_sqlite_are_applied_once(
-    tmp_path: Path, http: aiohttp.ClientSession, channel: FakeChannel, expect_replies: bool
+async def test_concurrent_turns_over_workers_on_sqlite_lose_nothing_and_apply_each_activity_once(
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+    channel: FakeChannel,
+    scenario: str,
+    workers: int,
+    expect_replies: bool,
 ) -> None:
     settings = {"STORAGE": "sqlite", "SQLITE_PATH": str(tmp_path / "bot.sqlite3")}
-    async with _serve(tmp_path, 2, **settings) as server:
-        await _copies_at_once(Conversation(http, server.messages_url, channel, expect_replies=expect_replies), server)
+    async with _serve(tmp_path, workers, **settings) as server:
+        talk = Conversation(http, server.messages_url, channel, expect_replies=expect_replies)
+        await SCENARIOS[scenario](talk, server)
 
 
-async def test_copies_of_activities_across_workers_on_blob_are_applied_once(
-    tmp_path: Path, http: aiohttp.ClientSession, channel: FakeChannel, azurite
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+async def test_concurrent_turns_over_workers_on_blob_lose_nothing_and_apply_each_activity_once(
+    tmp_path: Path, http: aiohttp.ClientSession, channel: FakeChannel, azurite, scenario: str
 ) -> None:
     async with _serve(tmp_path, 2, **scratch_environment(azurite, "blob")) as server:
-        await _copies_at_once(Conversation(http, server.messages_url, channel), server)
+        await SCENARIOS[scenario](Conversation(http, server.messages_url, channel), server)
 
 
 async def test_memory_storage_with_several_workers_is_refused(tmp_path: Path) -> None:
