@@ -133,19 +133,34 @@ class StateBot(ActivityHandler):
         await self._user_data.remember_conversation(turn_context)
 
     async def on_members_added_activity(self, members_added: list[ChannelAccount], turn_context: TurnContext) -> None:
+        """Welcome each member who joins a one-to-one conversation. In a group (a Teams group chat or team) only
+        the bot's own arrival is welcomed, once, to whoever added it: a team of 50 would otherwise get 50 name
+        questions."""
+        activity = turn_context.activity
+        if activity.conversation.is_group:
+            if any(member.id == activity.recipient.id for member in members_added):
+                await self._welcome(turn_context, activity.from_property)
+            return
         for member in members_added:
-            if member.id == turn_context.activity.recipient.id:
-                continue
-            # UserState is keyed by the activity's sender, so only the sender's profile can be looked up here.
-            profile = UserProfile()
-            if member.id == turn_context.activity.from_property.id:
-                profile = await self._profile.get(turn_context)
-            if profile.name:
-                await turn_context.send_activity(plain_text(WELCOME_BACK_TEXT.format(name=profile.name)))
-                continue
-            await turn_context.send_activity(question(f"{WELCOME_TEXT}\n\n{HELP_TEXT}\n\n{ASK_NAME}"))
-            if member.id == turn_context.activity.from_property.id:
-                await self._member.set(turn_context, MemberData(asked_for_name=True))
+            if member.id != activity.recipient.id:
+                await self._welcome(turn_context, member)
+
+    async def on_installation_update_add(self, turn_context: TurnContext) -> None:
+        """Teams announces the bot added to a personal chat with ``installationUpdate``: welcome the user (in a
+        group the bot's arrival in ``membersAdded`` is welcomed instead)."""
+        if not turn_context.activity.conversation.is_group:
+            await self._welcome(turn_context, turn_context.activity.from_property)
+
+    async def _welcome(self, turn_context: TurnContext, member: ChannelAccount) -> None:
+        # UserState is keyed by the activity's sender, so only the sender's profile can be looked up here.
+        is_sender = member.id == turn_context.activity.from_property.id
+        profile = await self._profile.get(turn_context) if is_sender else UserProfile()
+        if profile.name:
+            await turn_context.send_activity(plain_text(WELCOME_BACK_TEXT.format(name=profile.name)))
+            return
+        await turn_context.send_activity(question(f"{WELCOME_TEXT}\n\n{HELP_TEXT}\n\n{ASK_NAME}"))
+        if is_sender:
+            await self._member.set(turn_context, MemberData(asked_for_name=True))
 
     async def on_message_activity(self, turn_context: TurnContext) -> None:
         data = await self._conversation.get(turn_context)

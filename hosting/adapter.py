@@ -10,6 +10,8 @@ the turns a bot starts itself (proactive messages, new conversations).
   is saved, and a lost e_tag race re-runs the turn instead of losing it (the SDK sends replies as the bot
   produces them and saves afterwards, so a failed save follows replies the user already read);
 * ``deliveryMode: expectReplies`` returns 200 ``{"activities": [...]}`` (the SDK answers 500);
+* Teams: ``ALLOWED_TENANTS`` refuses other tenants' activities with a 403, and the bot's own @mention is removed
+  from the text before the bot reads it (``hosting.channels``);
 * no ConnectorClient or UserTokenClient is built per turn; replies go out on one aiohttp session
   (``hosting.replies``).
 
@@ -70,9 +72,10 @@ from botframework.connector.auth import (
     UserTokenClient,
 )
 
+from .channels import strip_own_mentions, tenant_of, tenant_problem
 from .deliveries import DEFAULT_REMEMBERED
 from .http import RequestError, RequestPolicy, error_response, read_activity, service_url_problem
-from .logs import log_text
+from .logs import log_text, short_id
 from .outgoing import Method, Outgoing
 from .pipeline import (
     BUFFER_KEY,
@@ -169,6 +172,11 @@ class StateBotAdapter(CloudAdapter):
         except RequestError as err:  # 401, or 503 without signing keys; hosting/auth.py logged why
             return err.response()
         activity.caller_id = authenticated.caller_id
+        problem = tenant_problem(activity, self._policy.allowed_tenants)
+        if problem is not None:
+            logger.info("refused a request: 403 tenant_not_allowed (%s)", log_text(short_id(tenant_of(activity))))
+            return error_response(403, "tenant_not_allowed", problem)
+        strip_own_mentions(activity)
 
         new_context = functools.partial(self._new_context, identity=authenticated.claims_identity)
         result = await self.pipeline.run(activity, new_context=new_context, remember=True)

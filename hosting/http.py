@@ -106,6 +106,8 @@ class RequestPolicy:
     max_body_bytes: int = 1024 * 1024
     body_timeout_seconds: float = 15.0
     credentials: bool = False
+    #: ``ALLOWED_TENANTS``: the tenants whose activities are served (lower-case); empty: any.
+    allowed_tenants: frozenset[str] = frozenset()
     #: ``service_url_problem``'s answers for the serviceUrls seen lately: a channel uses a handful, and judging one
     #: costs more than the rest of the request's checks together.
     _judged: dict[str, str | None] = dataclasses.field(default_factory=dict, compare=False, repr=False)
@@ -125,6 +127,7 @@ class RequestPolicy:
             max_body_bytes=settings.max_body_bytes,
             body_timeout_seconds=settings.request_timeout_seconds,
             credentials=settings.auth_enabled,
+            allowed_tenants=settings.allowed_tenants,
         )
 
 

@@ -64,6 +64,8 @@ class HostSettings:
     #: Activities each conversation remembers as applied, with what their turns sent (0: a redelivered activity
     #: is applied again); see hosting/deliveries.py.
     redelivery_memory: int = DEFAULT_REDELIVERY_MEMORY
+    #: Tenants (lower-case ids) whose activities are served; empty: any (``hosting/channels.py``).
+    allowed_tenants: frozenset[str] = frozenset()
     to_bot_from_channel_token_issuer: str = PUBLIC_CLOUD["ToBotFromChannelTokenIssuer"]
     to_bot_from_channel_openid_metadata_url: str = PUBLIC_CLOUD["ToBotFromChannelOpenIdMetadataUrl"]
     to_bot_from_emulator_openid_metadata_url: str = PUBLIC_CLOUD["ToBotFromEmulatorOpenIdMetadataUrl"]
@@ -136,6 +138,7 @@ def read_host_settings[S: HostSettings](
     web_concurrency = _whole_number(get, "WEB_CONCURRENCY", defaults.web_concurrency, 1, 64, problems)
     turn_retries = _whole_number(get, "TURN_RETRIES", defaults.turn_retries, 1, 10, problems)
     redelivery_memory = _whole_number(get, "REDELIVERY_MEMORY", defaults.redelivery_memory, 0, 256, problems)
+    allowed_tenants = _tenants(get("ALLOWED_TENANTS", ""), problems)
 
     cloud = {name: get(name, default) for name, default in PUBLIC_CLOUD.items()}
     for name, value in cloud.items():
@@ -177,6 +180,7 @@ def read_host_settings[S: HostSettings](
         web_concurrency=web_concurrency,
         turn_retries=turn_retries,
         redelivery_memory=redelivery_memory,
+        allowed_tenants=allowed_tenants,
         to_bot_from_channel_token_issuer=cloud["ToBotFromChannelTokenIssuer"],
         to_bot_from_channel_openid_metadata_url=cloud["ToBotFromChannelOpenIdMetadataUrl"],
         to_bot_from_emulator_openid_metadata_url=cloud["ToBotFromEmulatorOpenIdMetadataUrl"],
@@ -190,6 +194,21 @@ def read_host_settings[S: HostSettings](
         user_ttl=user_ttl,
         **extra,
     )
+
+
+_TENANT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _tenants(text: str, problems: list[str]) -> frozenset[str]:
+    """``ALLOWED_TENANTS``: tenant ids (GUIDs) separated by commas, in any case; empty for any tenant."""
+    tenants = [part.strip().lower() for part in text.split(",") if part.strip()]
+    wrong = [tenant for tenant in tenants if not _TENANT_ID.fullmatch(tenant)]
+    if wrong:
+        problems.append(
+            f"ALLOWED_TENANTS has {', '.join(repr(tenant) for tenant in wrong)}, which is not a tenant id: list "
+            "Microsoft Entra tenant ids (GUIDs such as 72f988bf-86f1-41af-91ab-2d7cd011db47) separated by commas"
+        )
+    return frozenset(tenants)
 
 
 _DURATION = re.compile(r"(\d+)\s*([dhms])")

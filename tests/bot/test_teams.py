@@ -1,0 +1,93 @@
+"""The sample in a Teams group chat: every message @mentions the bot, and the mention is not part of what it reads.
+
+The real app over HTTP on sqlite (tests/conftest.py's ``bot_url``) with activities shaped as Teams sends them: channel
+``msteams``, a ``19:...@thread.v2`` group conversation, the tenant in ``channelData``, ``<at>State Bot</at>`` in
+the text with a ``mention`` entity for the bot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from tests.support import profile, words
+from tests.support.channel import BOT_ID, Conversation, FakeChannel
+
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+AT_BOT = "<at>State Bot</at>"
+
+
+def _in_teams(talk: Conversation, text: str) -> dict[str, Any]:
+    activity = talk.activity(text=f"{AT_BOT} {text}")
+    activity["channelId"] = "msteams"
+    activity["conversation"] = {"id": talk.conversation_id, "conversationType": "groupChat", "isGroup": True}
+    activity["channelData"] = {"tenant": {"id": TENANT}}
+    activity["entities"] = [{"type": "mention", "mentioned": {"id": BOT_ID, "name": "State Bot"}, "text": AT_BOT}]
+    return activity
+
+
+async def test_a_group_chat_in_teams_names_echoes_and_fills_the_profile_without_the_mention(
+    http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel
+) -> None:
+    talk = Conversation(
+        http, bot_url, channel, conversation_id="19:a1b2c3@thread.v2", channel_id="msteams", expect_replies=True
+    )
+
+    async def say(text: str) -> list[str]:
+        reply = await talk.post(_in_teams(talk, text))
+        assert reply.status == 200, reply.body
+        return reply.texts
+
+    assert await say("hi") == [words.stranger()]
+    assert await say("Tessa") == [words.thanks("Tessa")]
+    [echo] = await say("good morning")
+    assert words.expect_echo(echo, "good morning", "Tessa")
+    assert AT_BOT not in echo
+    assert profile.asks("transport") in " ".join(await say(profile.START))
+    assert profile.asks("name") in " ".join(await say("Bus"))
+
+
+def _update(talk: Conversation, activity_type: str, *, group: bool, **fields: Any) -> dict[str, Any]:
+    activity = talk.activity(activity_type, **fields)
+    activity["channelId"] = "msteams"
+    activity["conversation"] = {
+        "id": talk.conversation_id,
+        "conversationType": "groupChat" if group else "personal",
+        **({"isGroup": True} if group else {}),
+    }
+    activity["channelData"] = {"tenant": {"id": TENANT}}
+    return activity
+
+
+async def test_the_bot_added_to_a_personal_chat_welcomes_the_user_once(
+    http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel
+) -> None:
+    talk = Conversation(http, bot_url, channel, channel_id="msteams", expect_replies=True)
+
+    installed = await talk.post(_update(talk, "installationUpdate", group=False, action="add"))
+    joined = await talk.post(_update(talk, "conversationUpdate", group=False, membersAdded=[{"id": BOT_ID}]))
+
+    assert len(installed.texts) == 1
+    assert words.is_welcome(installed.texts[0])
+    assert joined.texts == [], "Teams announces the bot's own arrival too: no second welcome"
+
+
+async def test_a_group_gets_one_welcome_when_the_bot_arrives_and_none_per_member(
+    http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel
+) -> None:
+    talk = Conversation(
+        http, bot_url, channel, conversation_id="19:team@thread.v2", channel_id="msteams", expect_replies=True
+    )
+    people = [{"id": f"29:member-{i}"} for i in range(50)]
+
+    arrived = await talk.post(
+        _update(talk, "conversationUpdate", group=True, membersAdded=[{"id": BOT_ID}, *people[:3]])
+    )
+    installed = await talk.post(_update(talk, "installationUpdate", group=True, action="add"))
+    more = await talk.post(_update(talk, "conversationUpdate", group=True, membersAdded=people[3:]))
+
+    assert len(arrived.texts) == 1
+    assert words.is_welcome(arrived.texts[0])
+    assert installed.texts == []
+    assert more.texts == [], "50 members joining a team are not asked their names"
