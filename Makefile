@@ -14,12 +14,13 @@ PYTHON ?= $(shell \
 	elif command -v pyenv >/dev/null 2>&1; then ls -d "$$(pyenv root)"/versions/$(WANT).*/bin/python$(WANT) 2>/dev/null | sort -V | tail -n 1; \
 	fi)
 
-.PHONY: help run serve chat webchat test lint format bench clean
+.PHONY: help run serve chat webchat teams-package test lint format bench clean
 
 help:
 	@echo "make run    start the bot on http://127.0.0.1:3978/api/messages (settings: .env, see .env.example)"
 	@echo "make chat   the bot plus a local Direct Line endpoint: chat with it in your browser (Web Chat)"
 	@echo "make serve  the production server: gunicorn, WEB_CONCURRENCY workers (default 2) on HOST:PORT"
+	@echo "make teams-package  the Teams app to upload: manifest with MicrosoftAppId (or APP_ID=...) and icons, zipped"
 	@echo "make test   create .venv, install everything, run ruff and the whole test suite"
 	@echo "make bench  measure this bot against its baselines, every backend (QUICK=1: smoke run); bench/RESULTS.md"
 	@echo "make clean  remove .venv, node_modules, caches and test artefacts (keeps .state/, your bot's data)"
@@ -91,6 +92,10 @@ chat: $(VENV)/.runtime $(WEBCHAT_JS)
 
 serve: $(VENV)/.runtime
 	$(VENV)/bin/gunicorn
+
+# The Teams app package (deploymentTemplates/teams/): APP_ID=..., else MicrosoftAppId from the environment or .env.
+teams-package: $(VENV)/.runtime
+	$(PY) deploymentTemplates/teams/package.py $(if $(APP_ID),--app-id $(APP_ID))
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

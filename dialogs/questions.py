@@ -15,9 +15,14 @@ from __future__ import annotations
 from botbuilder.core import MessageFactory
 from botbuilder.schema import ActionTypes, Activity, CardAction, InputHints, TextFormatTypes
 
+#: Microsoft Teams shows at most three suggested actions (and none on a message with attachments).
+MAX_SUGGESTIONS = 3
+
 
 def question(text: str, *, suggestions: tuple[str, ...] = (), plain: bool = False) -> Activity:
     """A message that asks something, optionally with answers to tap; ``plain`` when it repeats the user's words."""
+    if len(suggestions) > MAX_SUGGESTIONS:
+        raise ValueError(f"at most {MAX_SUGGESTIONS} answers to tap (Teams shows no more), not {len(suggestions)}")
     if suggestions:
         actions = [CardAction(type=ActionTypes.im_back, title=value, value=value) for value in suggestions]
         activity = MessageFactory.suggested_actions(actions, text, input_hint=InputHints.expecting_input)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import pytest
 
+from dialogs.questions import question
 from tests.support import profile, words
 from tests.support.channel import BOT_ID, Conversation, FakeChannel
 
@@ -91,3 +93,31 @@ async def test_a_group_gets_one_welcome_when_the_bot_arrives_and_none_per_member
     assert words.is_welcome(arrived.texts[0])
     assert installed.texts == []
     assert more.texts == [], "50 members joining a team are not asked their names"
+
+
+async def test_every_reply_of_a_whole_session_is_one_teams_can_render(
+    http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel
+) -> None:
+    """Teams shows at most 3 suggested actions, and none on a message that has attachments."""
+    talk = Conversation(
+        http, bot_url, channel, conversation_id="19:render@thread.v2", channel_id="msteams", expect_replies=True
+    )
+    said = ["hi", "Tessa", "help", *(str(answer) for answer in profile.answers(age="41")), "show", "export"]
+    said += ["forget", "maybe", "yes"]
+    replies = []
+    for text in said:
+        answer = await talk.post(_in_teams(talk, text))
+        assert answer.status == 200, answer.body
+        replies += answer.activities
+
+    offering = [reply for reply in replies if (reply.get("suggestedActions") or {}).get("actions")]
+    assert offering, "the profile and forget questions offer answers to tap"
+    for reply in offering:
+        assert len(reply["suggestedActions"]["actions"]) <= 3, reply.get("text")
+        assert not reply.get("attachments"), reply.get("text")
+    assert any(reply.get("attachments") for reply in replies), "export sent its file"
+
+
+def test_a_question_offering_more_answers_than_teams_shows_is_refused_where_it_is_written() -> None:
+    with pytest.raises(ValueError, match="at most 3"):
+        question("Which one?", suggestions=("a", "b", "c", "d"))
