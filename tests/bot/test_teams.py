@@ -121,3 +121,28 @@ async def test_every_reply_of_a_whole_session_is_one_teams_can_render(
 def test_a_question_offering_more_answers_than_teams_shows_is_refused_where_it_is_written() -> None:
     with pytest.raises(ValueError, match="at most 3"):
         question("Which one?", suggestions=("a", "b", "c", "d"))
+
+
+async def test_in_a_channel_thread_each_member_keeps_their_own_dialog(
+    http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel
+) -> None:
+    """A channel's reply thread is a conversation of its own (``19:...;messageid=...``); what one member answers
+    there never lands in another member's dialog (PrivateConversationState: per conversation and user)."""
+    thread = "19:general@thread.tacv2;messageid=1733456789012"
+    alice, bob = (
+        Conversation(http, bot_url, channel, conversation_id=thread, channel_id="msteams", expect_replies=True)
+        for _ in range(2)
+    )
+
+    async def say(talk: Conversation, text: str) -> str:
+        reply = await talk.post(_in_teams(talk, text))
+        assert reply.status == 200, reply.body
+        return " ".join(reply.texts)
+
+    for talk, name in ((alice, "Alice"), (bob, "Bob")):
+        await say(talk, "hi")
+        await say(talk, name)
+    assert profile.asks("transport") in await say(alice, profile.START)
+    assert profile.asks("transport") in await say(bob, profile.START)
+    assert profile.asks("name") in await say(alice, "Bus")
+    assert profile.asks("name") in await say(bob, "Car"), "Bob's first answer is his, not Alice's second"

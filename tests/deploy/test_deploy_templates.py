@@ -60,7 +60,8 @@ ROLE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 ROLE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 COSMOS_DATA_CONTRIBUTOR = "00000000-0000-0000-0000-000000000002"
 
-APP_TYPES = ("UserAssignedMSI", "SingleTenant", "MultiTenant")
+#: What the templates offer: Azure refuses to create a multi-tenant Azure Bot since 2025-07-31.
+APP_TYPES = ("UserAssignedMSI", "SingleTenant")
 STORES = ("blob", "table", "cosmos", "sqlite")
 
 
@@ -401,8 +402,15 @@ def test_the_app_settings_give_config_py_a_working_configuration(store: str, app
         assert (settings.app_id, settings.app_password) == (IDENTITY_CLIENT_ID, "")
     else:
         assert (settings.app_id, settings.app_password) == (REGISTERED_APP_ID, SECRET)
-    expected_tenant = "" if app_type == "MultiTenant" else Azure().tenant_id
-    assert settings.app_tenant_id == expected_tenant
+    assert settings.app_tenant_id == Azure().tenant_id
+
+
+@pytest.mark.parametrize("name", [GROUP, NEW_GROUP])
+def test_the_templates_offer_no_multi_tenant_bot_and_default_to_the_managed_identity(name: str) -> None:
+    declared = template(name)["parameters"]["appType"]
+
+    assert declared["allowedValues"] == list(APP_TYPES)
+    assert declared["defaultValue"] == "UserAssignedMSI"
 
 
 @pytest.mark.parametrize("app_type", APP_TYPES)
