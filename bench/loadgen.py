@@ -65,9 +65,12 @@ class VirtualUser:
         self.conversation_id = conversation_id
         self.sent = 0
         self.reconnect_every = reconnect_every
-        #: Every ``redeliver_every``-th message is followed by a copy of it (the same id), as a channel's retry.
+        #: The first of every ``redeliver_every`` measured messages is followed by a copy of it (the same id), as a
+        #: channel's retry: a copy comes right after a user's first measured message, however short the run.
         self.redeliver_every = redeliver_every
         self.copies = 0
+        self._measured = 0
+        self._from_next_text = False
         self._copy_next = False
         self._last_text = ""
         self._reader: asyncio.StreamReader | None = None
@@ -75,17 +78,21 @@ class VirtualUser:
         self._on_connection = 0
 
     def next_text(self) -> str:
-        """The text of the next message: a new one, or (as ``redeliver_every`` says) the last one again."""
+        """The text of the next measured message: a new one, or (as ``redeliver_every`` says) the last one again."""
+        self._from_next_text = True
         return self._last_text if self._copy_next else f"message {self.sent} of {self.user_id}"
 
     def activity(self, text: str) -> bytes:
+        measured, self._from_next_text = self._from_next_text, False
         if self._copy_next and text == self._last_text:  # a redelivery: the same id as the last message
             self._copy_next = False
             self.copies += 1
         else:
             self.sent += 1
             self._last_text = text
-            self._copy_next = bool(self.redeliver_every) and self.sent % self.redeliver_every == 0
+            if measured and self.redeliver_every:
+                self._measured += 1
+                self._copy_next = (self._measured - 1) % self.redeliver_every == 0
         return json.dumps(
             {
                 "type": "message",

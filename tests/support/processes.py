@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -157,10 +158,15 @@ class GunicornProcess:
             reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         except OSError:
             return False
-        writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        status = await reader.readline()
-        writer.close()
-        await writer.wait_closed()
+        try:
+            writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            status = await reader.readline()
+        except OSError:  # a worker that is still starting may reset the connection
+            return False
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
         return b" 200 " in status
 
     async def stop(self) -> int:
