@@ -20,6 +20,11 @@ TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 AT_BOT = "<at>State Bot</at>"
 
 
+def _teams_chat(http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel, chat_id: str) -> Conversation:
+    """A user of Teams in the chat ``chat_id`` with the bot (``expectReplies``, so each answer holds the replies)."""
+    return Conversation(http, bot_url, channel, conversation_id=chat_id, channel_id="msteams", expect_replies=True)
+
+
 def _in_teams(talk: Conversation, text: str) -> dict[str, Any]:
     activity = talk.activity(text=f"{AT_BOT} {text}")
     activity["channelId"] = "msteams"
@@ -32,9 +37,7 @@ def _in_teams(talk: Conversation, text: str) -> dict[str, Any]:
 async def test_a_group_chat_in_teams_names_echoes_and_fills_the_profile_without_the_mention(
     http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel
 ) -> None:
-    talk = Conversation(
-        http, bot_url, channel, conversation_id="19:a1b2c3@thread.v2", channel_id="msteams", expect_replies=True
-    )
+    talk = _teams_chat(http, bot_url, channel, "19:a1b2c3@thread.v2")
 
     async def say(text: str) -> list[str]:
         reply = await talk.post(_in_teams(talk, text))
@@ -65,7 +68,7 @@ def _update(talk: Conversation, activity_type: str, *, group: bool, **fields: An
 async def test_the_bot_added_to_a_personal_chat_welcomes_the_user_once(
     http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel
 ) -> None:
-    talk = Conversation(http, bot_url, channel, channel_id="msteams", expect_replies=True)
+    talk = _teams_chat(http, bot_url, channel, "a:personal-chat")
 
     installed = await talk.post(_update(talk, "installationUpdate", group=False, action="add"))
     joined = await talk.post(_update(talk, "conversationUpdate", group=False, membersAdded=[{"id": BOT_ID}]))
@@ -78,9 +81,7 @@ async def test_the_bot_added_to_a_personal_chat_welcomes_the_user_once(
 async def test_a_group_gets_one_welcome_when_the_bot_arrives_and_none_per_member(
     http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel
 ) -> None:
-    talk = Conversation(
-        http, bot_url, channel, conversation_id="19:team@thread.v2", channel_id="msteams", expect_replies=True
-    )
+    talk = _teams_chat(http, bot_url, channel, "19:team@thread.v2")
     people = [{"id": f"29:member-{i}"} for i in range(50)]
 
     arrived = await talk.post(
@@ -99,9 +100,7 @@ async def test_every_reply_of_a_whole_session_is_one_teams_can_render(
     http: aiohttp.ClientSession, bot_url: str, channel: FakeChannel
 ) -> None:
     """Teams shows at most 3 suggested actions, and none on a message that has attachments."""
-    talk = Conversation(
-        http, bot_url, channel, conversation_id="19:render@thread.v2", channel_id="msteams", expect_replies=True
-    )
+    talk = _teams_chat(http, bot_url, channel, "19:render@thread.v2")
     said = ["hi", "Tessa", "help", *(str(answer) for answer in profile.answers(age="41")), "show", "export"]
     said += ["forget", "maybe", "yes"]
     replies = []
@@ -129,10 +128,7 @@ async def test_in_a_channel_thread_each_member_keeps_their_own_dialog(
     """A channel's reply thread is a conversation of its own (``19:...;messageid=...``); what one member answers
     there never lands in another member's dialog (PrivateConversationState: per conversation and user)."""
     thread = "19:general@thread.tacv2;messageid=1733456789012"
-    alice, bob = (
-        Conversation(http, bot_url, channel, conversation_id=thread, channel_id="msteams", expect_replies=True)
-        for _ in range(2)
-    )
+    alice, bob = (_teams_chat(http, bot_url, channel, thread) for _ in range(2))
 
     async def say(talk: Conversation, text: str) -> str:
         reply = await talk.post(_in_teams(talk, text))
