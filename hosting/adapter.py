@@ -174,7 +174,7 @@ class StateBotAdapter(CloudAdapter):
         activity.caller_id = authenticated.caller_id
         problem = tenant_problem(activity, self._policy.allowed_tenants)
         if problem is not None:
-            logger.info("refused a request: 403 tenant_not_allowed (%s)", log_text(short_id(tenant_of(activity))))
+            logger.info("refused a request: 403 tenant_not_allowed (%s)", short_id(tenant_of(activity)))
             return error_response(403, "tenant_not_allowed", problem)
         strip_own_mentions(activity)
 

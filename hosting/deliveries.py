@@ -96,12 +96,10 @@ _SENT_PARTS = tuple(f",'{name}':" for name in _SENT_FIELDS)
 _VERSION = 1
 
 
-def log_key(activity: Activity) -> str | None:
-    """The key of the delivery log that remembers ``activity``; None when it is not one to remember (no id, or a
-    type that is not redelivered to effect)."""
-    if not activity.id or activity.type not in TYPES or activity.conversation is None:
-        return None
-    return conversation_key(activity.channel_id, activity.conversation.id) + SUFFIX
+def remembered(activity: Activity) -> bool:
+    """Whether ``activity`` is one to remember: it has an id and a type that is redelivered to effect. Its log is
+    ``{ConversationState key}`` + ``SUFFIX``."""
+    return bool(activity.id) and activity.type in TYPES
 
 
 @dataclass(frozen=True, slots=True)

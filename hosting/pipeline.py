@@ -287,7 +287,7 @@ class TurnPipeline:
         (a proactive turn runs its callback, with its own identity in the context). ``remember``: the activity
         came from a channel, which may deliver it again (see the module docstring)."""
         key = lock_key(activity)
-        log_key = deliveries.log_key(activity) if remember and self.remembered else None
+        log_key = key + deliveries.SUFFIX if remember and self.remembered and deliveries.remembered(activity) else None
         with storage_deadline(self.deadline_seconds):
             async with self._locks.hold(key):
                 shared = SharedLock(self.states.storage, f"{key}/turn-lock")
@@ -440,7 +440,10 @@ class TurnPipeline:
         """When the turn deletes its user's records (``forget``): ``log`` forgets what was sent to the user, and so
         do the logs of the other conversations it deletes their records in (read now, returned to be written with
         the turn, each conditional on what was read)."""
-        forgotten, others = deliveries.forgotten_by_turn(activity, self.states.deleted_keys(turn_context))
+        deleted = self.states.deleted_keys(turn_context)
+        if not deleted:  # the usual turn
+            return {}
+        forgotten, others = deliveries.forgotten_by_turn(activity, deleted)
         user = activity.from_property.id if activity.from_property is not None else None
         if not user or not (forgotten or others):
             return {}
