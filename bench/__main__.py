@@ -64,6 +64,9 @@ TARGETS = [
     TargetSpec("sqlite", "this bot, sqlite", "sqlite"),
     TargetSpec("sqlite-nolog", "this bot, sqlite, no delivery log (REDELIVERY_MEMORY=0)", "sqlite-nolog"),
     TargetSpec(
+        "sqlite-telemetry", "this bot, sqlite, telemetry on (every span, in-memory exporter)", "sqlite-telemetry"
+    ),
+    TargetSpec(
         "sqlite-copies", "this bot, sqlite, every 10th message delivered twice", "sqlite-copies", redeliver_every=10
     ),
     TargetSpec("blob", "this bot, blob (Azurite)", "blob"),
@@ -180,6 +183,8 @@ def make_server(key: str, workdir: Path, services: Services) -> tuple[Server, li
         return bot_server(key, workdir, **sqlite), []
     if key == "sqlite-nolog":
         return bot_server(key, workdir, **sqlite, REDELIVERY_MEMORY="0"), []
+    if key == "sqlite-telemetry":
+        return bot_server(key, workdir, module="bench.telemetry_bot", **sqlite), []
     if key in ("blob", "table"):
         settings, pids = services.azurite_settings()
         return bot_server(key, workdir, STORAGE=key, **settings), pids

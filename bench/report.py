@@ -181,7 +181,11 @@ METHOD = """\
 - Delivery log rows: "no delivery log" is this bot with `REDELIVERY_MEMORY=0` (no exactly-once bookkeeping), so
   its difference from "this bot, sqlite" is what the bookkeeping costs, in the same run. "every 10th message
   delivered twice": each user sends every 10th message a second time with the same id, as a channel's retry; the
-  note counts the copies sent and the turns the bot logged as `redelivered` (each copy must be one)."""
+  note counts the copies sent and the turns the bot logged as `redelivered` (each copy must be one).
+- Telemetry row: the same bot with a `hosting.Telemetry` on OpenTelemetry SDK providers (bench/telemetry_bot.py):
+  every span sampled (the Azure Monitor distro's default keeps about 5 traces/s, so this is the worst case), the
+  SDK's BatchSpanProcessor into an in-memory exporter drained every second, metrics into an in-memory reader.
+  "this bot, sqlite" is the same bot with telemetry off, in the same run."""
 
 
 def render_markdown(rows: list[Row], options: Options, facts: dict[str, str]) -> str:

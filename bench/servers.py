@@ -112,10 +112,12 @@ def bench_server(name: str, module: str, workdir: Path, python: str = sys.execut
     return Server(name, [python, "-m", module], {**os.environ, **env}, workdir / f"{_slug(name)}.log")
 
 
-def bot_server(name: str, workdir: Path, **settings: str) -> Server:
-    """This bot as a user runs it: ``python app.py``, with every other setting neutral."""
+def bot_server(name: str, workdir: Path, module: str = "", **settings: str) -> Server:
+    """This bot as a user runs it: ``python app.py`` (or ``python -m module``, a variant of it), with every other
+    setting neutral."""
     env = bot_environment(**{"PORT": "0", **settings})
-    return Server(name, [sys.executable, "app.py"], env, workdir / f"{_slug(name)}.log")
+    command = [sys.executable, "-m", module] if module else [sys.executable, "app.py"]
+    return Server(name, command, env, workdir / f"{_slug(name)}.log")
 
 
 def gunicorn_server(name: str, workdir: Path, workers: int, **settings: str) -> Server:

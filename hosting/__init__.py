@@ -28,6 +28,7 @@ from .storage import (
 )
 from .storage.codec import plain_json
 from .storage.registry import Variables
+from .telemetry import Telemetry
 
 __all__ = [
     "MESSAGES_PATH",
@@ -46,6 +47,7 @@ __all__ = [
     "StateBotAdapter",
     "StateStorage",
     "StorageError",
+    "Telemetry",
     "UserState",
     "UserTokenError",
     "Variables",

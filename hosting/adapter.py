@@ -45,6 +45,7 @@ What the SDK's CloudAdapter offers a bot works, the same way:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import itertools
@@ -52,6 +53,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 
 from aiohttp import web
 from botbuilder.core import Bot, TurnContext
@@ -89,6 +91,7 @@ from .pipeline import (
 )
 from .replies import ReplyError, ReplySender
 from .states import TurnStates
+from .telemetry import Telemetry, TurnRecord
 from .wire import to_json
 
 logger = logging.getLogger(__name__)
@@ -139,10 +142,12 @@ class StateBotAdapter(CloudAdapter):
         retries: int,
         user_tokens: UserTokenClient | None = None,
         remembered: int = DEFAULT_REMEMBERED,
+        telemetry: Telemetry | None = None,
     ) -> None:
         super().__init__(authentication)
         self._policy = policy
         self._replies = replies
+        self._telemetry = telemetry
         # Provisional ids of replies, unique in this process for its life (a uuid4 per reply is a system call).
         self._provisional_prefix = f"pending-{uuid.uuid4().hex[:12]}-"
         self._provisional_ids = itertools.count(1)
@@ -179,10 +184,18 @@ class StateBotAdapter(CloudAdapter):
         strip_own_mentions(activity)
 
         new_context = functools.partial(self._new_context, identity=authenticated.claims_identity)
-        result = await self.pipeline.run(activity, new_context=new_context, remember=True)
-        response = await self._respond(activity, result)
+        with self._observed("turn", activity) as record:
+            result = await self.pipeline.run(activity, new_context=new_context, remember=True)
+            response = await self._respond(activity, result)
+            _note(record, result, response.status)
         _log_turn("turn", activity, result, started, f" -> {response.status}")
         return response
+
+    def _observed(self, name: str, activity: Activity) -> AbstractContextManager[TurnRecord]:
+        """The turn's span and metrics when telemetry is on (``hosting.telemetry``); otherwise nothing."""
+        if self._telemetry is None:
+            return contextlib.nullcontext(TurnRecord())
+        return self._telemetry.turn(name, activity)
 
     async def _respond(self, activity: Activity, result: TurnResult) -> web.Response:
         """Deliver what the turn sends and answer the request. A redelivery sends only what the first delivery
@@ -198,6 +211,7 @@ class StateBotAdapter(CloudAdapter):
             already, to_channel = 0, result.outgoing
         sent = await self._deliver(activity, to_channel)
         delivered = sent == len(to_channel)
+        result.undelivered = len(to_channel) - sent
         if redelivered is not None:
             result.resent = sent
         if result.log_key is not None and (not delivered or (redelivered is not None and to_channel)):
@@ -379,28 +393,31 @@ class StateBotAdapter(CloudAdapter):
             raise ValueError(f"the conversation reference has no {', '.join(missing)}")
         self._check_service_url(activity.service_url)
         started = time.perf_counter()
-        new_context = functools.partial(self._new_context, identity=identity)
-        result = await self.pipeline.run(activity, logic=logic, new_context=new_context)
-        if result.outcome != TurnOutcome.OK:
-            raise ProactiveTurnError(
-                result.outcome,
-                f"the proactive turn {describe(activity)} did not complete ({result.outcome}); nothing was saved "
-                "or sent",
-                saved=False,
-            ) from result.error
-        try:
-            responses = await self._replies.deliver(result.outgoing, audience)
-        except ReplyError as err:
-            logger.warning(
-                "proactive turn %s: saved, but its replies were not delivered to its serviceUrl: %s",
-                describe(activity),
-                log_text(err),
-            )
-            raise ProactiveTurnError(
-                REPLY_NOT_DELIVERED,
-                f"the proactive turn {describe(activity)} was saved, but its replies were not delivered: {err}",
-                saved=True,
-            ) from err
+        with self._observed("proactive turn", activity) as record:
+            new_context = functools.partial(self._new_context, identity=identity)
+            result = await self.pipeline.run(activity, logic=logic, new_context=new_context)
+            _note(record, result, 0)
+            if result.outcome != TurnOutcome.OK:
+                raise ProactiveTurnError(
+                    result.outcome,
+                    f"the proactive turn {describe(activity)} did not complete ({result.outcome}); nothing was saved "
+                    "or sent",
+                    saved=False,
+                ) from result.error
+            try:
+                responses = await self._replies.deliver(result.outgoing, audience)
+            except ReplyError as err:
+                record.undelivered = len(result.outgoing) - err.delivered
+                logger.warning(
+                    "proactive turn %s: saved, but its replies were not delivered to its serviceUrl: %s",
+                    describe(activity),
+                    log_text(err),
+                )
+                raise ProactiveTurnError(
+                    REPLY_NOT_DELIVERED,
+                    f"the proactive turn {describe(activity)} was saved, but its replies were not delivered: {err}",
+                    saved=True,
+                ) from err
         _log_turn("proactive turn", activity, result, started)
         return responses
 
@@ -423,6 +440,16 @@ def _log_turn(kind: str, activity: Activity, result: TurnResult, started: float,
         (time.perf_counter() - started) * 1000,
         answer,
     )
+
+
+def _note(record: TurnRecord, result: TurnResult, status: int) -> None:
+    """What telemetry records of a turn (``hosting.telemetry``): counts and codes, nothing anybody said."""
+    record.outcome = result.outcome
+    record.attempts = result.attempts
+    record.conflicts = result.conflicts
+    record.replies = len(result.replies)
+    record.undelivered = result.undelivered
+    record.status = status
 
 
 def _counted(result: TurnResult) -> str:

@@ -135,6 +135,10 @@ class TurnResult:
     redelivered: Delivery | None = None
     #: For ``REDELIVERED``: how many of what the first delivery could not send this one sent.
     resent: int = 0
+    #: e_tag conflicts the turn met (each one ran it again, unless it was the last allowed: ``BUSY``).
+    conflicts: int = 0
+    #: Set by whoever delivers: how many of what the turn sends to the channel did not get there.
+    undelivered: int = 0
 
     @property
     def replies(self) -> list[Activity]:
@@ -293,9 +297,11 @@ class TurnPipeline:
                 shared = SharedLock(self.states.storage, f"{key}/turn-lock")
                 try:
                     run = f"{self._run_prefix}-{next(self._runs)}"
+                    conflicts: list[int] = []
                     result = await self._attempts(
-                        activity, shared, logic or self.logic, new_context or self.new_context, log_key, run
+                        activity, shared, logic or self.logic, new_context or self.new_context, log_key, run, conflicts
                     )
+                    result.conflicts = len(conflicts)
                     if log_key is not None and result.outcome in UNSAVED and not self.states.storage.atomic_writes:
                         await self._withdraw(log_key, activity, run)
                     return result
@@ -352,8 +358,10 @@ class TurnPipeline:
         new_context: ContextFactory,
         log_key: str | None,
         run: str,
+        conflicts: list[int],
     ) -> TurnResult:
-        conflicts = 0
+        """The turn, attempted until it is saved or gives up; ``conflicts`` receives the number of each attempt
+        that lost an e_tag race."""
         notices: list[str] = []
         moved_aside: set[str] = set()
         attempts = 0
@@ -402,8 +410,8 @@ class TurnPipeline:
                     TurnOutcome.OK, outgoing, attempts, invoke, log_key=log_key if log is not None else None
                 )
             except ETagConflictError:
-                conflicts += 1
-                if conflicts >= self.retries:
+                conflicts.append(attempts)
+                if len(conflicts) >= self.retries:
                     return self._busy(activity, attempts)
                 try:
                     if not shared.held:
@@ -412,7 +420,7 @@ class TurnPipeline:
                     return self._busy(activity, attempts)
                 except StorageError as err:  # raised here, the handlers below would not see it
                     return self._outage(activity, err, attempts)
-                await asyncio.sleep(self.backoff_seconds * conflicts * random.uniform(0.5, 1.5))
+                await asyncio.sleep(self.backoff_seconds * len(conflicts) * random.uniform(0.5, 1.5))
             except TurnBusyError:
                 return self._busy(activity, attempts)
             except CorruptRecordError as err:

@@ -33,6 +33,7 @@ from .serving import guard_event_loop, server_options
 from .settings import ConfigError, HostSettings
 from .states import TurnStates, check_states
 from .storage import ExpiryPolicy, StateStorage, StorageError, build_storage, storage_deadline
+from .telemetry import Telemetry, start_telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ class Readiness:
 
 
 SETTINGS = web.AppKey("settings", HostSettings)
+TELEMETRY = web.AppKey("telemetry", Telemetry)
 RUNTIME = web.AppKey("runtime", BotRuntime)
 READINESS = web.AppKey("readiness", Readiness)
 
@@ -177,6 +179,9 @@ async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     storage = await build_storage(settings.store, ExpiryPolicy(settings.conversation_ttl, settings.user_ttl))
     logger.info("state storage: %s", storage.describe())
+    telemetry = app.get(TELEMETRY)
+    if telemetry is not None:
+        storage.tracer = telemetry.tracer
     if storage.name == "memory":
         logger.warning("STORAGE=memory: every user's state is lost when the process stops; use it for tests only")
     authentication = bot_authentication(settings)
@@ -193,6 +198,7 @@ async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
                 ReplySender(session, authentication.outgoing_token),
                 retries=settings.turn_retries,
                 remembered=settings.redelivery_memory,
+                telemetry=telemetry,
                 user_tokens=OnDemandUserTokenClient(
                     functools.partial(authentication.create_user_token_client, ClaimsIdentity({}, True)),
                     settings.oauth_url,
@@ -213,6 +219,8 @@ async def _runtime_context(app: web.Application) -> AsyncIterator[None]:
         restore_loop()
         await authentication.close()
         await storage.close()
+        if telemetry is not None:
+            await asyncio.to_thread(telemetry.flush)
 
 
 async def _remove_expired_records(storage: StateStorage) -> None:
@@ -288,10 +296,16 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(500, "internal_error", "the bot hit an unexpected error; it has been logged")
 
 
-def web_app(settings: HostSettings, bot_factory: BotFactory) -> web.Application:
+def web_app(settings: HostSettings, bot_factory: BotFactory, *, telemetry: Telemetry | None = None) -> web.Application:
     """The aiohttp application serving the bot ``bot_factory`` builds (with its states) on the storage the
-    settings choose. Logging is set up from the settings."""
+    settings choose. Logging is set up from the settings, and telemetry when they have an Application Insights
+    connection string (``telemetry``: other providers instead, as tests and the benchmark use)."""
     configure_logging(settings)
+    # Before the application is built: the aiohttp server instrumentation changes web.Application.
+    if telemetry is None:
+        telemetry = start_telemetry(settings)
+    else:
+        telemetry.instrument_http()
     if not settings.auth_enabled and not _is_loopback(settings.host):
         logger.warning(
             "HOST=%s without MicrosoftAppId: anybody who can reach this port can talk to the bot as any user",
@@ -300,6 +314,8 @@ def web_app(settings: HostSettings, bot_factory: BotFactory) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[BOT_FACTORY] = bot_factory
+    if telemetry is not None:
+        app[TELEMETRY] = telemetry
     app[READINESS] = Readiness(settings.ready_check_seconds)
     app.cleanup_ctx.append(_runtime_context)
     app.router.add_post(MESSAGES_PATH, messages)

@@ -78,6 +78,8 @@ class HostSettings:
     ready_check_seconds: float = 5.0
     conversation_ttl: timedelta | None = timedelta(days=30)
     user_ttl: timedelta | None = None
+    #: Application Insights' connection string; set, the app sends traces and metrics there (hosting/telemetry.py).
+    applicationinsights_connection_string: str = field(default="", repr=False)
 
     @property
     def storage(self) -> str:
@@ -166,6 +168,11 @@ def read_host_settings[S: HostSettings](
     if log_level not in LOG_LEVELS:
         problems.append(f"LOG_LEVEL={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
 
+    connection_string = get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip()
+    problem = connection_string_problem(connection_string)
+    if problem:
+        problems.append(f"APPLICATIONINSIGHTS_CONNECTION_STRING {problem}")
+
     if problems:
         raise ConfigError(problems)
     return settings_class(
@@ -192,8 +199,27 @@ def read_host_settings[S: HostSettings](
         ready_check_seconds=ready_check_seconds,
         conversation_ttl=conversation_ttl,
         user_ttl=user_ttl,
+        applicationinsights_connection_string=connection_string,
         **extra,
     )
+
+
+def connection_string_problem(text: str) -> str:
+    """What is wrong with an Application Insights connection string (empty: nothing, or none given). Its value
+    is never quoted: it holds the resource's instrumentation key."""
+    if not text:
+        return ""
+    parts = [part.strip() for part in text.split(";") if part.strip()]
+    fields = {name.strip().lower(): value.strip() for name, _, value in (part.partition("=") for part in parts)}
+    if any("=" not in part for part in parts) or not fields.get("instrumentationkey"):
+        return (
+            "is not a connection string: copy it from the Application Insights resource's Overview page "
+            "(InstrumentationKey=...;IngestionEndpoint=https://...)"
+        )
+    for name in ("ingestionendpoint", "liveendpoint"):
+        if name in fields and url_problem(fields[name]):
+            return f"has an endpoint that {url_problem(fields[name])}"
+    return ""
 
 
 _TENANT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

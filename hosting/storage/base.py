@@ -45,6 +45,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botbuilder.core import Storage, StoreItem
+from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
 from . import codec
 
@@ -247,6 +248,8 @@ class StateStorage(Storage):
     expiry_cleanup: bool = False
     #: Set by a caller whose ``compact`` failed after a deletion; the app tries again later and clears it.
     compact_pending: bool = False
+    #: Set by the app when telemetry is on: each operation is then a span (hosting/telemetry.py).
+    tracer: Tracer | None = None
     _closed: bool = False
 
     # -- the contract ------------------------------------------------------------------------------------------
@@ -445,7 +448,24 @@ class StateStorage(Storage):
 
     async def _run[T](self, action: str, operation: Callable[[], Awaitable[T]]) -> T:
         """Run one operation within ``operation_timeout`` and the caller's ``storage_deadline``; after a fault
-        ``_heal`` repairs, try it once more."""
+        ``_heal`` repairs, try it once more. With a ``tracer`` the operation is a span (``sqlite read``)."""
+        if self.tracer is None:
+            return await self._attempt(action, operation)
+        with self.tracer.start_as_current_span(
+            f"{self.name} {action}",
+            kind=SpanKind.CLIENT,
+            attributes={"db.system.name": self.name, "db.operation.name": action},
+            record_exception=False,  # its message may name a key, and keys hold user ids
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                return await self._attempt(action, operation)
+            except BaseException as err:
+                span.set_attribute("error.type", type(err).__name__)
+                span.set_status(StatusCode.ERROR)
+                raise
+
+    async def _attempt[T](self, action: str, operation: Callable[[], Awaitable[T]]) -> T:
         for attempt in (1, 2):
             limit = self._time_limit(action)
             scope = asyncio.timeout(limit)

@@ -31,6 +31,8 @@ from referencing.jsonschema import DRAFT4
 from tests.support.processes import ROOT
 
 TEMPLATES = ROOT / "deploymentTemplates"
+#: Resource types whose schema file is not named after their namespace (as deploymentTemplate.json refers to them).
+SCHEMA_FILES = {"Microsoft.Insights/components": "Microsoft.Insights.Application"}
 SCHEMA_ROOT = ROOT / "tests" / "deploy" / "arm_schemas" / "schemas"
 SCHEMA_URL = "https://schema.management.azure.com/schemas/"
 
@@ -159,7 +161,7 @@ class ArmSchemas:
         resource_type, api_version = resource.get("type", ""), resource.get("apiVersion", "")
         where = f"{where} ({resource_type}@{api_version})"
         namespace, _, rest = resource_type.partition("/")
-        file_name = f"{api_version}/{namespace}.json"
+        file_name = f"{api_version}/{SCHEMA_FILES.get(resource_type, namespace)}.json"
         document = self.documents.get(file_name)
         if document is None:
             return [SchemaProblem(where, f"no schema file {file_name} in tests/deploy/arm_schemas")]

@@ -327,6 +327,11 @@ IDENTITY_CLIENT_ID = "c1c1c1c1-0000-4000-8000-000000000001"
 IDENTITY_PRINCIPAL_ID = "p1p1p1p1-0000-4000-8000-000000000002"
 REGISTERED_APP_ID = "a2a2a2a2-0000-4000-8000-000000000003"
 SECRET = "not-a-real-secret"
+INSIGHTS_CONNECTION_STRING = (
+    "InstrumentationKey=i3i3i3i3-0000-4000-8000-000000000004;"
+    "IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/;"
+    "LiveEndpoint=https://westeurope.livediagnostics.monitor.azure.com/"
+)
 
 
 def fake_reference(resource_id: str) -> dict[str, Any]:
@@ -339,6 +344,8 @@ def fake_reference(resource_id: str) -> dict[str, Any]:
         return {"defaultHostName": f"{name}-h3b2a1c0d9e8f7g6.westeurope-01.azurewebsites.net"}
     if "/Microsoft.DocumentDB/databaseAccounts/" in resource_id:
         return {"documentEndpoint": f"https://{name}.documents.azure.com:443/"}
+    if "/Microsoft.Insights/components/" in resource_id:
+        return {"ConnectionString": INSIGHTS_CONNECTION_STRING}
     raise AssertionError(f"the template asks for an unexpected reference({resource_id!r})")
 
 
@@ -403,6 +410,33 @@ def test_the_app_settings_give_config_py_a_working_configuration(store: str, app
     else:
         assert (settings.app_id, settings.app_password) == (REGISTERED_APP_ID, SECRET)
     assert settings.app_tenant_id == Azure().tenant_id
+
+
+@pytest.mark.parametrize("telemetry", [True, False], ids=["telemetry", "no telemetry"])
+def test_telemetry_goes_to_an_application_insights_component_on_a_workspace_the_template_creates(
+    telemetry: bool, tmp_path: Path
+) -> None:
+    """On by default: a Log Analytics workspace, a workspace-based Application Insights component, and its
+    connection string in the app's settings, which config.py accepts. ``telemetry=false`` creates neither and
+    leaves the setting empty (no telemetry)."""
+    evaluator = deployed(template(GROUP), {**user_parameters("blob", "UserAssignedMSI"), "telemetry": telemetry})
+    created = deployed_resources(evaluator)
+    settings = load_settings({**app_settings(evaluator), "SQLITE_PATH": str(tmp_path / "bot.sqlite3")})
+
+    if not telemetry:
+        assert not {"Microsoft.OperationalInsights/workspaces", "Microsoft.Insights/components"} & created.keys()
+        assert settings.applicationinsights_connection_string == ""
+        return
+    workspace = evaluator.value(created["Microsoft.OperationalInsights/workspaces"])
+    component = evaluator.value(created["Microsoft.Insights/components"])
+    assert workspace["properties"]["sku"] == {"name": "PerGB2018"}
+    assert workspace["properties"]["retentionInDays"] == 30
+    assert component["properties"]["Application_Type"] == "web"
+    assert component["properties"]["WorkspaceResourceId"].endswith(
+        f"/Microsoft.OperationalInsights/workspaces/{workspace['name']}"
+    )
+    assert evaluator.value(site(evaluator.template)["dependsOn"])[-1].endswith(f"/components/{component['name']}")
+    assert settings.applicationinsights_connection_string == INSIGHTS_CONNECTION_STRING
 
 
 @pytest.mark.parametrize("name", [GROUP, NEW_GROUP])

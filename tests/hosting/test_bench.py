@@ -1,9 +1,9 @@
 """The benchmark harness end to end, as a smoke run: real server processes, a few turns, no timing asserted.
 
 ``python -m bench --quick`` against the bare echo server and this bot on sqlite (``python app.py``), also with every
-10th message delivered twice; the test checks only that the rows were measured (turns answered, no errors), that
-every copy was answered as a redelivery, and that the table and the markdown report carry them. The figures of
-such a short run mean nothing and are not looked at.
+10th message delivered twice and with telemetry on (bench/telemetry_bot.py); the test checks only that the rows were
+measured (turns answered, no errors), that every copy was answered as a redelivery, and that the table and the
+markdown report carry them. The figures of such a short run mean nothing and are not looked at.
 """
 
 from __future__ import annotations
@@ -15,14 +15,19 @@ from pathlib import Path
 
 from tests.support.processes import ROOT
 
-ROWS = ("bare aiohttp echo (ceiling)", "this bot, sqlite", "this bot, sqlite, every 10th message delivered twice")
+ROWS = (
+    "bare aiohttp echo (ceiling)",
+    "this bot, sqlite",
+    "this bot, sqlite, every 10th message delivered twice",
+    "this bot, sqlite, telemetry on (every span, in-memory exporter)",
+)
 
 
 def test_a_quick_bench_run_prints_and_writes_a_row_per_target(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--seconds", "0.3", "--targets", "echo", "sqlite",
-         "sqlite-copies", "--results", str(results)],
+         "sqlite-copies", "sqlite-telemetry", "--results", str(results)],
         cwd=ROOT, capture_output=True, text=True, timeout=90, check=False,
     )  # fmt: skip
 

@@ -1,0 +1,168 @@
+"""``APPLICATIONINSIGHTS_CONNECTION_STRING`` turns the Azure Monitor distro on: a real ``python app.py`` sends its
+turn spans and metrics to the ingestion endpoint the connection string names, and nothing anywhere else.
+
+Application Insights cannot run here, so a local stand-in (an aiohttp server on 127.0.0.1) takes the exporter's
+``POST /v2.1/track`` batches (gzip JSON envelopes) and the live metrics calls; this is the one mock, of Azure's
+ingestion service. Statsbeat, SDK stats and the control plane, which call Microsoft by themselves, are turned off
+as the tests must; the VM resource detector (the instance-metadata address) is left as the app sets it. To prove
+that nothing else is called, every HTTP client in the bot's process is sent through a recording proxy on
+127.0.0.1 for any host but this one (``HTTP(S)_PROXY`` with ``NO_PROXY=127.0.0.1``): the proxy must see nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest_asyncio
+from aiohttp import web
+
+from hosting.telemetry import pseudonym
+from tests.support import words
+from tests.support.channel import Conversation, FakeChannel
+from tests.support.processes import BotProcess
+
+INSTRUMENTATION_KEY = "00000000-0000-4000-8000-000000000001"
+
+
+class Ingestion:
+    """Application Insights' ingestion and live metrics endpoints, on 127.0.0.1: keeps every envelope."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[dict[str, Any]] = []
+        self.paths: list[str] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.paths.append(request.path)
+        body = await request.read()
+        if request.path.endswith("/track"):
+            if request.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            items = json.loads(body)
+            self.envelopes.extend(items)
+            return web.json_response({"itemsReceived": len(items), "itemsAccepted": len(items), "errors": []})
+        # Live metrics: "nobody is watching", so the process only pings now and then.
+        return web.Response(status=200, headers={"x-ms-qps-subscribed": "false"})
+
+    def of_type(self, base_type: str) -> list[dict[str, Any]]:
+        return [item["data"]["baseData"] for item in self.envelopes if item["data"]["baseType"] == base_type]
+
+
+class RecordingProxy:
+    """A proxy that forwards nothing: it keeps the first line of every request it gets (``CONNECT host:443``)."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            self.requests.append((await reader.readline()).decode(errors="replace").strip())
+            writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+@pytest_asyncio.fixture
+async def ingestion() -> AsyncIterator[Ingestion]:
+    service = Ingestion()
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+@pytest_asyncio.fixture
+async def proxy() -> AsyncIterator[RecordingProxy]:
+    service = RecordingProxy()
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+async def test_a_bot_with_a_connection_string_sends_its_turns_to_application_insights_and_nowhere_else(
+    tmp_path: Path,
+    ingestion: Ingestion,
+    proxy: RecordingProxy,
+    http: aiohttp.ClientSession,
+    channel: FakeChannel,
+) -> None:
+    proxies = {name: proxy.url for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
+    bot = BotProcess(
+        tmp_path / "bot.log",
+        SQLITE_PATH=str(tmp_path / "bot.sqlite3"),
+        APPLICATIONINSIGHTS_CONNECTION_STRING=(
+            f"InstrumentationKey={INSTRUMENTATION_KEY};IngestionEndpoint={ingestion.url};LiveEndpoint={ingestion.url}"
+        ),
+        APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL="true",
+        APPLICATIONINSIGHTS_SDKSTATS_DISABLED="true",
+        APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED="true",
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        TMPDIR=str(tmp_path),  # the exporter's retry files, if any
+        # The distro's default sampler keeps about 5 traces a second, adapting over 0.1 s windows: two turns
+        # right after the start would mostly be dropped. This standard setting keeps every trace.
+        OTEL_TRACES_SAMPLER="always_on",
+        **proxies,
+    )
+    try:
+        url = await bot.start()
+        talk = Conversation(http, url, channel, user_id="user-private-7", conversation_id="conversation-7")
+        assert (await talk.say("hello")).texts == [words.stranger()]
+        assert (await talk.say("Katherine")).texts == [words.thanks("Katherine")]
+    finally:
+        assert await bot.stop() == 0, bot.log_path.read_text()
+
+    log = bot.log_path.read_text()
+    assert "telemetry: sending traces, metrics and warnings to Application Insights" in log
+    assert "Traceback" not in log
+    assert all(item["iKey"] == INSTRUMENTATION_KEY for item in ingestion.envelopes)
+    turns = [span for span in ingestion.of_type("RemoteDependencyData") if span["name"] == "turn"]
+    assert len(turns) == 2, ingestion.envelopes
+    properties = turns[0]["properties"]
+    assert properties["bot.turn.outcome"] == "ok"
+    assert properties["bot.channel"] == "emulator"
+    assert properties["bot.user"] == pseudonym("user-private-7")
+    requests = [span for span in ingestion.of_type("RequestData") if span["name"] == "POST /api/messages"]
+    assert len(requests) == 2
+    assert {span["name"] for span in ingestion.of_type("RemoteDependencyData")} >= {"sqlite read", "sqlite write"}
+    metrics = {metric["name"] for data in ingestion.of_type("MetricData") for metric in data["metrics"]}
+    assert {"bot.turns", "bot.turn.duration"} <= metrics, metrics
+    sent = json.dumps(ingestion.envelopes)
+    for private in ("Katherine", "user-private-7"):
+        assert private not in sent
+    assert proxy.requests == [], "the bot called something other than this machine"
