@@ -67,6 +67,11 @@ TARGETS = [
         "sqlite-telemetry", "this bot, sqlite, telemetry on (every span, in-memory exporter)", "sqlite-telemetry"
     ),
     TargetSpec(
+        "sqlite-sampled",
+        "this bot, sqlite, telemetry on (5 traces/s as the distro samples, in-memory exporter)",
+        "sqlite-sampled",
+    ),
+    TargetSpec(
         "sqlite-copies", "this bot, sqlite, every 10th message delivered twice", "sqlite-copies", redeliver_every=10
     ),
     TargetSpec("blob", "this bot, blob (Azurite)", "blob"),
@@ -185,6 +190,8 @@ def make_server(key: str, workdir: Path, services: Services) -> tuple[Server, li
         return bot_server(key, workdir, **sqlite, REDELIVERY_MEMORY="0"), []
     if key == "sqlite-telemetry":
         return bot_server(key, workdir, module="bench.telemetry_bot", **sqlite), []
+    if key == "sqlite-sampled":
+        return bot_server(key, workdir, module="bench.telemetry_bot", **sqlite, BENCH_TRACES_PER_SECOND="5"), []
     if key in ("blob", "table"):
         settings, pids = services.azurite_settings()
         return bot_server(key, workdir, STORAGE=key, **settings), pids

@@ -182,10 +182,10 @@ METHOD = """\
   its difference from "this bot, sqlite" is what the bookkeeping costs, in the same run. "every 10th message
   delivered twice": each user sends every 10th message a second time with the same id, as a channel's retry; the
   note counts the copies sent and the turns the bot logged as `redelivered` (each copy must be one).
-- Telemetry row: the same bot with a `hosting.Telemetry` on OpenTelemetry SDK providers (bench/telemetry_bot.py):
-  every span sampled (the Azure Monitor distro's default keeps about 5 traces/s, so this is the worst case), the
-  SDK's BatchSpanProcessor into an in-memory exporter drained every second, metrics into an in-memory reader.
-  "this bot, sqlite" is the same bot with telemetry off, in the same run."""
+- Telemetry rows: the same bot with a `hosting.Telemetry` on OpenTelemetry SDK providers (bench/telemetry_bot.py):
+  the SDK's BatchSpanProcessor into an in-memory exporter drained every second, metrics into an in-memory reader;
+  every trace sampled (the worst case), or 5 traces/s by the Azure Monitor distro's own default sampler
+  (`RateLimitedSampler`). "this bot, sqlite" is the same bot with telemetry off, in the same run."""
 
 
 def render_markdown(rows: list[Row], options: Options, facts: dict[str, str]) -> str:

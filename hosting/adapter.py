@@ -444,7 +444,7 @@ def _log_turn(kind: str, activity: Activity, result: TurnResult, started: float,
 
 def _note(record: TurnRecord, result: TurnResult, status: int) -> None:
     """What telemetry records of a turn (``hosting.telemetry``): counts and codes, nothing anybody said."""
-    record.outcome = result.outcome
+    record.outcome = result.outcome.value  # a plain str in attributes, not the enum
     record.attempts = result.attempts
     record.conflicts = result.conflicts
     record.replies = len(result.replies)

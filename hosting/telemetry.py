@@ -18,9 +18,9 @@ What the spans carry, and what they never carry:
   aiohttp client spans whose URL keeps the host and drops the path (it holds conversation and activity ids).
 
 Metrics (``bot.*``), with ``outcome``, ``channel`` and ``activity.type`` attributes (channels and types the Bot
-Framework does not define are counted as ``other``, so a caller cannot grow the number of series):
-``bot.turns``, ``bot.turn.duration`` (s), ``bot.turn.conflicts`` (e_tag conflicts turns met and retried),
-``bot.redeliveries`` and ``bot.replies.undelivered``.
+Framework does not define are counted as ``other``, so a caller cannot grow the number of series): ``bot.turns``,
+``bot.turn.duration`` (s, from the authenticated request to its answer), ``bot.turn.conflicts`` (e_tag conflicts
+turns met and retried), ``bot.redeliveries`` and ``bot.replies.undelivered``.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class Telemetry:
         meter = metrics.get_meter(INSTRUMENTATION_NAME, meter_provider=self.meter_provider)
         self._turns = meter.create_counter("bot.turns", unit="{turn}", description="Turns served, by outcome")
         self._duration = meter.create_histogram(
-            "bot.turn.duration", unit="s", description="Time from a request's arrival to its answer"
+            "bot.turn.duration", unit="s", description="Time a turn took: state, bot and the delivery of its replies"
         )
         self._conflicts = meter.create_counter(
             "bot.turn.conflicts", unit="{conflict}", description="e_tag conflicts turns met (each one re-ran)"
@@ -154,29 +154,41 @@ class Telemetry:
         """A span for one turn of ``activity``, current while the turn runs (storage and reply spans are its
         children); the caller fills the yielded record, which becomes the span's attributes and the metrics."""
         record = TurnRecord()
-        channel = _known(activity.channel_id, KNOWN_CHANNELS)
-        kind = _known(activity.type, KNOWN_TYPES)
-        with self.tracer.start_as_current_span(
-            name, kind=SpanKind.INTERNAL, record_exception=False, set_status_on_exception=False
-        ) as span:
-            started = time.perf_counter()
+        started = time.perf_counter()
+        parent = trace.get_current_span()
+        if not parent.is_recording() and parent.get_span_context().is_valid:
+            # The request's trace was dropped by the sampler: the turn's span would be too. Metrics are not sampled.
             try:
                 yield record
             finally:
-                seconds = time.perf_counter() - started
-                self._record(span, record, activity, channel, kind)
-                attributes = {"outcome": record.outcome or "error", "channel": channel, "activity.type": kind}
-                self._turns.add(1, attributes)
-                self._duration.record(seconds, attributes)
-                if record.conflicts:
-                    self._conflicts.add(record.conflicts, attributes)
-                if record.outcome == "redelivered":
-                    self._redeliveries.add(1, attributes)
-                if record.undelivered:
-                    self._undelivered.add(record.undelivered, attributes)
+                self._count(record, activity, time.perf_counter() - started)
+            return
+        with self.tracer.start_as_current_span(
+            name, kind=SpanKind.INTERNAL, record_exception=False, set_status_on_exception=False
+        ) as span:
+            try:
+                yield record
+            finally:
+                self._record(span, record, activity)
+                self._count(record, activity, time.perf_counter() - started)
+
+    def _count(self, record: TurnRecord, activity: Activity, seconds: float) -> None:
+        attributes = {
+            "outcome": record.outcome or "error",
+            "channel": _known(activity.channel_id, KNOWN_CHANNELS),
+            "activity.type": _known(activity.type, KNOWN_TYPES),
+        }
+        self._turns.add(1, attributes)
+        self._duration.record(seconds, attributes)
+        if record.conflicts:
+            self._conflicts.add(record.conflicts, attributes)
+        if record.outcome == "redelivered":
+            self._redeliveries.add(1, attributes)
+        if record.undelivered:
+            self._undelivered.add(record.undelivered, attributes)
 
     @staticmethod
-    def _record(span: Span, record: TurnRecord, activity: Activity, channel: str, kind: str) -> None:
+    def _record(span: Span, record: TurnRecord, activity: Activity) -> None:
         if not span.is_recording():
             return
         conversation = activity.conversation.id if activity.conversation is not None else ""
@@ -187,8 +199,8 @@ class Telemetry:
                 "bot.turn.attempts": record.attempts,
                 "bot.turn.conflicts": record.conflicts,
                 "bot.delivery_mode": activity.delivery_mode or "normal",
-                "bot.channel": channel,
-                "bot.activity.type": kind,
+                "bot.channel": _known(activity.channel_id, KNOWN_CHANNELS),
+                "bot.activity.type": _known(activity.type, KNOWN_TYPES),
                 "bot.conversation": short_id(conversation),
                 "bot.user": pseudonym(user),
                 "bot.replies": record.replies,
@@ -229,6 +241,8 @@ def start_telemetry(settings: HostSettings) -> Telemetry | None:
         _export_warnings_only()
         tracer_provider = trace.get_tracer_provider()
         logger.info("telemetry: sending traces, metrics and warnings to Application Insights")
+    else:
+        logger.info("telemetry: on the OpenTelemetry providers this process already has")
     providers = (tracer_provider, metrics.get_meter_provider(), get_logger_provider())
     telemetry = Telemetry(
         flushers=[

@@ -45,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botbuilder.core import Storage, StoreItem
-from opentelemetry.trace import SpanKind, StatusCode, Tracer
+from opentelemetry.trace import SpanKind, StatusCode, Tracer, get_current_span
 
 from . import codec
 
@@ -61,6 +61,12 @@ MAX_DAMAGED_TEXT = 64 * 1024
 #: Reserved top-level field of a stored document: when the record expires, in whole seconds since the epoch (UTC).
 #: Written by ``write`` under an ``ExpiryPolicy``, removed again by ``read``; never part of what callers see.
 EXPIRES_AT = "$expiresAt"
+
+
+def _in_dropped_trace() -> bool:
+    """Whether the current span belongs to a trace the sampler dropped (a valid span that does not record)."""
+    span = get_current_span()
+    return not span.is_recording() and span.get_span_context().is_valid
 
 
 def _utc_now() -> datetime:
@@ -448,8 +454,9 @@ class StateStorage(Storage):
 
     async def _run[T](self, action: str, operation: Callable[[], Awaitable[T]]) -> T:
         """Run one operation within ``operation_timeout`` and the caller's ``storage_deadline``; after a fault
-        ``_heal`` repairs, try it once more. With a ``tracer`` the operation is a span (``sqlite read``)."""
-        if self.tracer is None:
+        ``_heal`` repairs, try it once more. With a ``tracer`` the operation is a span (``sqlite read``), unless
+        it is part of a trace the sampler dropped (its span would be dropped too)."""
+        if self.tracer is None or _in_dropped_trace():
             return await self._attempt(action, operation)
         with self.tracer.start_as_current_span(
             f"{self.name} {action}",

@@ -22,6 +22,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
 from opentelemetry.trace import SpanKind, StatusCode
 
 import hosting
@@ -163,6 +164,7 @@ async def test_turns_are_counted_by_outcome_and_redeliveries_and_undelivered_rep
     assert refused.status == 502
     labels = {"channel": "emulator", "activity.type": "message"}
     assert seen.counted("bot.turns", outcome="ok", **labels) == 3
+    assert {type(point.attributes["outcome"]) for point in seen.metric_points("bot.turns")} == {str}
     assert seen.counted("bot.turns", outcome="redelivered", **labels) == 1
     assert seen.counted("bot.redeliveries", **labels) == 1
     assert seen.counted("bot.replies.undelivered", **labels) == 1
@@ -236,6 +238,46 @@ async def test_a_teams_turn_counts_its_channel_and_an_unknown_channel_or_type_is
     assert seen.counted("bot.turns", channel="other", **{"activity.type": "other"}) == 1
     [teams_turn] = [span for span in seen.named("turn") if span.attributes["bot.channel"] == "msteams"]
     assert teams_turn.attributes["bot.conversation"] == "19:group@thread.v2"
+
+
+async def test_a_trace_the_sampler_drops_makes_no_spans_and_its_turns_are_still_counted(
+    settings: Settings, http: aiohttp.ClientSession, channel: FakeChannel
+) -> None:
+    """Production samples traces (the distro keeps about 5 a second): in a dropped trace the turn and its storage
+    calls do not even ask the sampler for a span, and the metrics, which are not sampled, count every turn."""
+    asked: list[str] = []
+
+    class DropAll(Sampler):
+        def should_sample(self, parent_context: Any, trace_id: int, name: str, *args: Any, **kwargs: Any) -> Any:
+            asked.append(name)
+            return ALWAYS_OFF.should_sample(parent_context, trace_id, name, *args, **kwargs)
+
+        def get_description(self) -> str:
+            return "DropAll"
+
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider(sampler=DropAll())
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    telemetry = Telemetry(tracer_provider, meter_provider)
+    seen = Observed(exporter, reader)
+    try:
+        async with serving(hosting.web_app(settings, create_bot, telemetry=telemetry)) as url:
+            talk = Conversation(http, url, channel)
+            await talk.say("hi")
+            await talk.say("Ada")
+    finally:
+        telemetry.undo()
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+
+    assert seen.spans() == []
+    assert asked.count("POST /api/messages") == 2
+    # Inside the dropped requests: no turn span and no storage spans (outside them, the start-up expiry sweep and
+    # the shutdown's heartbeat removal are roots of their own, and the reply's client span is aiohttp's).
+    assert not {"turn", "sqlite read", "sqlite write"} & set(asked), asked
+    assert seen.counted("bot.turns", outcome="ok") == 2
 
 
 async def test_storage_calls_outside_a_turn_are_spans_too(

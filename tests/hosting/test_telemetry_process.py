@@ -2,11 +2,12 @@
 turn spans and metrics to the ingestion endpoint the connection string names, and nothing anywhere else.
 
 Application Insights cannot run here, so a local stand-in (an aiohttp server on 127.0.0.1) takes the exporter's
-``POST /v2.1/track`` batches (gzip JSON envelopes) and the live metrics calls; this is the one mock, of Azure's
-ingestion service. Statsbeat, SDK stats and the control plane, which call Microsoft by themselves, are turned off
-as the tests must; the VM resource detector (the instance-metadata address) is left as the app sets it. To prove
-that nothing else is called, every HTTP client in the bot's process is sent through a recording proxy on
-127.0.0.1 for any host but this one (``HTTP(S)_PROXY`` with ``NO_PROXY=127.0.0.1``): the proxy must see nothing.
+``POST /v2.1/track`` batches (gzip JSON envelopes), and answers live metrics (the connection string's
+``LiveEndpoint``) if it calls in the second or so the bot runs; this is the one mock, of Azure's ingestion service.
+Statsbeat, SDK stats and the control plane, which call Microsoft by themselves, are turned off as the tests must;
+the VM resource detector (the instance-metadata address) is left as the app sets it. To prove that nothing else is
+called, every HTTP client in the bot's process is sent through a recording proxy on 127.0.0.1 for any host but this
+one (``HTTP(S)_PROXY`` with ``NO_PROXY=127.0.0.1``): the proxy must see nothing.
 """
 
 from __future__ import annotations
