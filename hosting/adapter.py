@@ -13,7 +13,9 @@ the turns a bot starts itself (proactive messages, new conversations).
 * Teams: ``ALLOWED_TENANTS`` refuses other tenants' activities with a 403, and the bot's own @mention is removed
   from the text before the bot reads it (``hosting.channels``);
 * no ConnectorClient or UserTokenClient is built per turn; replies go out on one aiohttp session
-  (``hosting.replies``).
+  (``hosting.replies``);
+* with telemetry on, each turn is a span with its outcome and counts, and feeds the turn metrics
+  (``hosting.telemetry``).
 
 What the SDK's CloudAdapter offers a bot works, the same way:
 
