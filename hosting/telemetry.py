@@ -29,6 +29,7 @@ import functools
 import hashlib
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -64,8 +65,13 @@ RESOURCE_DETECTORS = "otel,azure_app_service"
 #: Log records exported to Application Insights: warnings and errors. Each turn's INFO line says what its span
 #: says; it stays in the log stream.
 EXPORTED_LOG_LEVEL = logging.WARNING
-#: How long the shutdown waits for buffered telemetry to leave (gunicorn's graceful timeout is 20 s).
+#: How long the shutdown waits for buffered telemetry to leave (gunicorn's graceful timeout is 20 s): each
+#: provider's flush, and all of them together.
 FLUSH_TIMEOUT_MILLIS = 5_000
+FLUSH_TIMEOUT_SECONDS = 8.0
+#: Loggers of the telemetry pipeline itself (the exporter, the HTTP stack it sends with): their records stay in the
+#: log stream and are never exported, or an export that fails would log, export that, fail again, and so on.
+UNEXPORTED_LOGGERS = ("azure.monitor", "azure.core", "opentelemetry", "urllib3", "requests")
 
 
 def pseudonym(identifier: object) -> str:
@@ -141,13 +147,25 @@ class Telemetry:
         while self._undo:
             self._undo.pop()()
 
-    def flush(self) -> None:
-        """Export what is buffered now (at shutdown: the distro's exporters would otherwise wait for their batch)."""
-        for flush in self.flushers:
-            try:
-                flush()
-            except Exception:  # a failing exporter must not stop the shutdown
-                logger.warning("telemetry could not be flushed", exc_info=True)
+    def flush(self, timeout: float = FLUSH_TIMEOUT_SECONDS) -> bool:
+        """Export what is buffered now (at shutdown: the distro's exporters would otherwise wait for their batch),
+        for at most ``timeout`` seconds: the export runs in a daemon thread, so an exporter that hangs can neither
+        hold up the shutdown nor keep the process alive. False: it did not finish in time (logged)."""
+        done = threading.Event()
+
+        def flush_all() -> None:
+            for flush in self.flushers:
+                try:
+                    flush()
+                except Exception:  # a failing exporter must not stop the others
+                    logger.warning("telemetry could not be flushed", exc_info=True)
+            done.set()
+
+        threading.Thread(target=flush_all, name="telemetry-flush", daemon=True).start()
+        if not done.wait(timeout):
+            logger.warning("telemetry: buffered traces and metrics not sent within %g s; dropped", timeout)
+            return False
+        return True
 
     @contextmanager
     def turn(self, name: str, activity: Activity) -> Iterator[TurnRecord]:
@@ -238,7 +256,7 @@ def start_telemetry(settings: HostSettings) -> Telemetry | None:
             # aiohttp is instrumented below; none of the distro's other web frameworks or drivers run here.
             instrumentation_options={name: {"enabled": False} for name in ("django", "fastapi", "flask", "psycopg2")},
         )
-        _export_warnings_only()
+        _limit_exported_logs()
         tracer_provider = trace.get_tracer_provider()
         logger.info("telemetry: sending traces, metrics and warnings to Application Insights")
     else:
@@ -255,12 +273,18 @@ def start_telemetry(settings: HostSettings) -> Telemetry | None:
     return telemetry
 
 
-def _export_warnings_only() -> None:
+def _exported(record: logging.LogRecord) -> bool:
+    """Whether a log record may go to Application Insights: not one of the telemetry pipeline's own."""
+    return not record.name.startswith(UNEXPORTED_LOGGERS)
+
+
+def _limit_exported_logs() -> None:
     from opentelemetry.instrumentation.logging.handler import LoggingHandler
 
     for handler in logging.getLogger().handlers:
         if isinstance(handler, LoggingHandler):
             handler.setLevel(EXPORTED_LOG_LEVEL)
+            handler.addFilter(_exported)
             # Its flush starts a thread, which logging's own flush at interpreter exit cannot do (a traceback on
             # every stop); the app flushes the providers itself when it stops (``Telemetry.flush``).
             handler.flushOnClose = False

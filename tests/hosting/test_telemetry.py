@@ -9,6 +9,7 @@ tested in a real process against a local ingestion endpoint: tests/hosting/test_
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -330,3 +331,14 @@ def test_a_wrong_connection_string_stops_the_start_with_a_message_that_does_not_
     settings = load_settings({"APPLICATIONINSIGHTS_CONNECTION_STRING": key})
     assert settings.applicationinsights_connection_string == key
     assert key not in repr(settings)
+
+
+def test_a_flush_that_hangs_is_given_up_after_its_timeout_and_the_shutdown_goes_on() -> None:
+    """An exporter that never answers must not hold the stop (gunicorn kills a worker after 20 s)."""
+    release = threading.Event()
+    telemetry = Telemetry(TracerProvider(), MeterProvider(), flushers=[release.wait])
+    try:
+        assert telemetry.flush(timeout=0.2) is False
+    finally:
+        release.set()
+    assert Telemetry(TracerProvider(), MeterProvider(), flushers=[lambda: None]).flush(timeout=5) is True

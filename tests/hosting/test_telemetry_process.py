@@ -2,8 +2,8 @@
 turn spans and metrics to the ingestion endpoint the connection string names, and nothing anywhere else.
 
 Application Insights cannot run here, so a local stand-in (an aiohttp server on 127.0.0.1) takes the exporter's
-``POST /v2.1/track`` batches (gzip JSON envelopes), and answers live metrics (the connection string's
-``LiveEndpoint``) if it calls in the second or so the bot runs; this is the one mock, of Azure's ingestion service.
+``POST /v2.1/track`` batches (gzip JSON envelopes) and live metrics' pings (the connection string's
+``LiveEndpoint``); this is the one mock, of Azure's ingestion service.
 Statsbeat, SDK stats and the control plane, which call Microsoft by themselves, are turned off as the tests must;
 the VM resource detector (the instance-metadata address) is left as the app sets it. To prove that nothing else is
 called, every HTTP client in the bot's process is sent through a recording proxy on 127.0.0.1 for any host but this
@@ -26,7 +26,7 @@ from aiohttp import web
 from hosting.telemetry import pseudonym
 from tests.support import words
 from tests.support.channel import Conversation, FakeChannel
-from tests.support.processes import BotProcess
+from tests.support.processes import BotProcess, GunicornProcess
 
 INSTRUMENTATION_KEY = "00000000-0000-4000-8000-000000000001"
 
@@ -37,6 +37,8 @@ class Ingestion:
     def __init__(self) -> None:
         self.envelopes: list[dict[str, Any]] = []
         self.paths: list[str] = []
+        #: Answer every batch with a body that is not the service's JSON (a proxy's error page, say).
+        self.garbled = False
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -57,6 +59,8 @@ class Ingestion:
         self.paths.append(request.path)
         body = await request.read()
         if request.path.endswith("/track"):
+            if self.garbled:
+                return web.Response(status=200, text="<html>not the ingestion service</html>")
             if request.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
             items = json.loads(body)
@@ -115,16 +119,10 @@ async def proxy() -> AsyncIterator[RecordingProxy]:
         await service.stop()
 
 
-async def test_a_bot_with_a_connection_string_sends_its_turns_to_application_insights_and_nowhere_else(
-    tmp_path: Path,
-    ingestion: Ingestion,
-    proxy: RecordingProxy,
-    http: aiohttp.ClientSession,
-    channel: FakeChannel,
-) -> None:
+def _telemetry_environment(tmp_path: Path, ingestion: Ingestion, proxy: RecordingProxy) -> dict[str, str]:
+    """Settings that send telemetry to ``ingestion`` and every other HTTP call to ``proxy``."""
     proxies = {name: proxy.url for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
-    bot = BotProcess(
-        tmp_path / "bot.log",
+    return dict(
         SQLITE_PATH=str(tmp_path / "bot.sqlite3"),
         APPLICATIONINSIGHTS_CONNECTION_STRING=(
             f"InstrumentationKey={INSTRUMENTATION_KEY};IngestionEndpoint={ingestion.url};LiveEndpoint={ingestion.url}"
@@ -140,11 +138,31 @@ async def test_a_bot_with_a_connection_string_sends_its_turns_to_application_ins
         OTEL_TRACES_SAMPLER="always_on",
         **proxies,
     )
+
+
+def _bot(tmp_path: Path, ingestion: Ingestion, proxy: RecordingProxy) -> BotProcess:
+    """``python app.py`` on sqlite with telemetry sent to ``ingestion`` and every other call to ``proxy``."""
+    return BotProcess(tmp_path / "bot.log", **_telemetry_environment(tmp_path, ingestion, proxy))
+
+
+async def test_a_bot_with_a_connection_string_sends_its_turns_to_application_insights_and_nowhere_else(
+    tmp_path: Path,
+    ingestion: Ingestion,
+    proxy: RecordingProxy,
+    http: aiohttp.ClientSession,
+    channel: FakeChannel,
+) -> None:
+    bot = _bot(tmp_path, ingestion, proxy)
     try:
         url = await bot.start()
         talk = Conversation(http, url, channel, user_id="user-private-7", conversation_id="conversation-7")
         assert (await talk.say("hello")).texts == [words.stranger()]
         assert (await talk.say("Katherine")).texts == [words.thanks("Katherine")]
+        # Live metrics pings its endpoint about every 5 s while nobody watches (the first ~2 s after the start).
+        for _ in range(100):
+            if any("QuickPulseService" in path for path in ingestion.paths):
+                break
+            await asyncio.sleep(0.1)
     finally:
         assert await bot.stop() == 0, bot.log_path.read_text()
 
@@ -166,4 +184,55 @@ async def test_a_bot_with_a_connection_string_sends_its_turns_to_application_ins
     sent = json.dumps(ingestion.envelopes)
     for private in ("Katherine", "user-private-7"):
         assert private not in sent
+    assert any("QuickPulseService" in path for path in ingestion.paths), "live metrics used the LiveEndpoint"
     assert proxy.requests == [], "the bot called something other than this machine"
+
+
+async def test_an_ingestion_endpoint_that_answers_garbage_neither_loops_nor_holds_up_the_stop(
+    tmp_path: Path,
+    ingestion: Ingestion,
+    proxy: RecordingProxy,
+    http: aiohttp.ClientSession,
+    channel: FakeChannel,
+) -> None:
+    """The exporter logs an error for a batch it cannot send. Exported too, that error was another batch that
+    failed, logged, and so on: the process sent batches without end and never stopped on SIGTERM. The exporter's
+    own log records stay out of the export, and the stop's flush is bounded."""
+    ingestion.garbled = True
+    bot = _bot(tmp_path, ingestion, proxy)
+    try:
+        url = await bot.start()
+        talk = Conversation(http, url, channel)
+        assert (await talk.say("hello")).texts == [words.stranger()]
+        await asyncio.sleep(2)
+    finally:
+        assert await bot.stop() == 0, bot.log_path.read_text()  # within BotProcess.stop's 30 s
+
+    batches = sum(1 for path in ingestion.paths if path.endswith("/track"))
+    assert 1 <= batches <= 10, f"{batches} batches sent"
+    assert proxy.requests == []
+
+
+async def test_each_gunicorn_worker_configures_telemetry_once_and_sends_its_own_turns(
+    tmp_path: Path,
+    ingestion: Ingestion,
+    proxy: RecordingProxy,
+    http: aiohttp.ClientSession,
+    channel: FakeChannel,
+) -> None:
+    """``make serve``'s gunicorn with 2 workers: each builds its app, so each configures the distro once (after the
+    fork: exporter threads do not survive one) and exports the turns it served."""
+    server = GunicornProcess(tmp_path / "gunicorn.log", **_telemetry_environment(tmp_path, ingestion, proxy))
+    await server.start()
+    try:
+        talks = [Conversation(http, server.messages_url, channel) for _ in range(8)]
+        for talk in talks:
+            assert (await talk.say("hello")).texts == [words.stranger()]
+    finally:
+        assert await server.stop() == 0, server.log_path.read_text()
+
+    log = server.log_path.read_text()
+    assert log.count("telemetry: sending traces, metrics and warnings to Application Insights") == 2, log
+    turns = [span for span in ingestion.of_type("RemoteDependencyData") if span["name"] == "turn"]
+    assert len(turns) == len(talks)
+    assert proxy.requests == []
