@@ -16,10 +16,13 @@ import asyncio
 import gzip
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import pytest_asyncio
 from aiohttp import web
 
@@ -99,24 +102,25 @@ class RecordingProxy:
             writer.close()
 
 
-@pytest_asyncio.fixture
-async def ingestion() -> AsyncIterator[Ingestion]:
-    service = Ingestion()
+@asynccontextmanager
+async def _running[S: (Ingestion, RecordingProxy)](service: S) -> AsyncIterator[S]:
     await service.start()
     try:
         yield service
     finally:
         await service.stop()
+
+
+@pytest_asyncio.fixture
+async def ingestion() -> AsyncIterator[Ingestion]:
+    async with _running(Ingestion()) as service:
+        yield service
 
 
 @pytest_asyncio.fixture
 async def proxy() -> AsyncIterator[RecordingProxy]:
-    service = RecordingProxy()
-    await service.start()
-    try:
+    async with _running(RecordingProxy()) as service:
         yield service
-    finally:
-        await service.stop()
 
 
 def _telemetry_environment(tmp_path: Path, ingestion: Ingestion, proxy: RecordingProxy) -> dict[str, str]:
@@ -140,19 +144,33 @@ def _telemetry_environment(tmp_path: Path, ingestion: Ingestion, proxy: Recordin
     )
 
 
-def _bot(tmp_path: Path, ingestion: Ingestion, proxy: RecordingProxy) -> BotProcess:
-    """``python app.py`` on sqlite with telemetry sent to ``ingestion`` and every other call to ``proxy``."""
-    return BotProcess(tmp_path / "bot.log", **_telemetry_environment(tmp_path, ingestion, proxy))
+@dataclass
+class Local:
+    """Application Insights' stand-in, the recording proxy, and the settings that send a bot to them."""
+
+    ingestion: Ingestion
+    proxy: RecordingProxy
+    tmp_path: Path
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return _telemetry_environment(self.tmp_path, self.ingestion, self.proxy)
+
+    def bot(self) -> BotProcess:
+        """``python app.py`` on sqlite with telemetry sent to the stand-in and every other call to the proxy."""
+        return BotProcess(self.tmp_path / "bot.log", **self.environment)
+
+
+@pytest.fixture
+def local(tmp_path: Path, ingestion: Ingestion, proxy: RecordingProxy) -> Local:
+    return Local(ingestion, proxy, tmp_path)
 
 
 async def test_a_bot_with_a_connection_string_sends_its_turns_to_application_insights_and_nowhere_else(
-    tmp_path: Path,
-    ingestion: Ingestion,
-    proxy: RecordingProxy,
-    http: aiohttp.ClientSession,
-    channel: FakeChannel,
+    local: Local, http: aiohttp.ClientSession, channel: FakeChannel
 ) -> None:
-    bot = _bot(tmp_path, ingestion, proxy)
+    ingestion, proxy = local.ingestion, local.proxy
+    bot = local.bot()
     try:
         url = await bot.start()
         talk = Conversation(http, url, channel, user_id="user-private-7", conversation_id="conversation-7")
@@ -189,17 +207,14 @@ async def test_a_bot_with_a_connection_string_sends_its_turns_to_application_ins
 
 
 async def test_an_ingestion_endpoint_that_answers_garbage_neither_loops_nor_holds_up_the_stop(
-    tmp_path: Path,
-    ingestion: Ingestion,
-    proxy: RecordingProxy,
-    http: aiohttp.ClientSession,
-    channel: FakeChannel,
+    local: Local, http: aiohttp.ClientSession, channel: FakeChannel
 ) -> None:
     """The exporter logs an error for a batch it cannot send. Exported too, that error was another batch that
     failed, logged, and so on: the process sent batches without end and never stopped on SIGTERM. The exporter's
     own log records stay out of the export, and the stop's flush is bounded."""
+    ingestion, proxy = local.ingestion, local.proxy
     ingestion.garbled = True
-    bot = _bot(tmp_path, ingestion, proxy)
+    bot = local.bot()
     try:
         url = await bot.start()
         talk = Conversation(http, url, channel)
@@ -214,15 +229,12 @@ async def test_an_ingestion_endpoint_that_answers_garbage_neither_loops_nor_hold
 
 
 async def test_each_gunicorn_worker_configures_telemetry_once_and_sends_its_own_turns(
-    tmp_path: Path,
-    ingestion: Ingestion,
-    proxy: RecordingProxy,
-    http: aiohttp.ClientSession,
-    channel: FakeChannel,
+    local: Local, http: aiohttp.ClientSession, channel: FakeChannel
 ) -> None:
     """``make serve``'s gunicorn with 2 workers: each builds its app, so each configures the distro once (after the
     fork: exporter threads do not survive one) and exports the turns it served."""
-    server = GunicornProcess(tmp_path / "gunicorn.log", **_telemetry_environment(tmp_path, ingestion, proxy))
+    ingestion, proxy = local.ingestion, local.proxy
+    server = GunicornProcess(local.tmp_path / "gunicorn.log", **local.environment)
     await server.start()
     try:
         talks = [Conversation(http, server.messages_url, channel) for _ in range(8)]
