@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+#: How long ``close`` lets TLS connections finish closing (aiohttp's advice for sessions with TLS).
+TLS_CLOSE_SECONDS = 0.25
+
+
 class AzureAccount(Protocol):
     """Where an Azure Storage account is (``registry.AzureStorageSettings`` is one): a connection string, or an
     account URL to sign in to with ``DefaultAzureCredential``."""
@@ -198,10 +202,20 @@ class AzureStorage[Target](StateStorage):
 
     operation_timeout = OPERATION_TIMEOUT_S
 
-    def __init__(self, client: Any, *, credential: AsyncTokenCredential | None, where: str, endpoint: str) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        credential: AsyncTokenCredential | None,
+        where: str,
+        endpoint: str,
+        tls: bool | None = None,
+    ) -> None:
         """Wrap a ready ``client`` on the container or table ``where`` names (``"table 'x' in storage account
-        'y'"``) at ``endpoint`` (safe to log); the store owns ``client`` and ``credential`` and closes them."""
+        'y'"``) at ``endpoint`` (safe to log); the store owns ``client`` and ``credential`` and closes them. ``tls``:
+        whether the client talks TLS (None: ``endpoint`` says, by its scheme)."""
         self._client = client
+        self._tls = endpoint.startswith("https:") if tls is None else tls
         self._credential = credential
         self._where = where
         self._endpoint = endpoint
@@ -282,6 +296,11 @@ class AzureStorage[Target](StateStorage):
             await self._client.close()
         finally:
             await close_credential(self._credential)
+            # The SDK's aiohttp session is closed, but its connections finish closing on later turns of the event
+            # loop; a TLS connection needs its shutdown exchanged first. Give them that time (aiohttp's documented
+            # graceful shutdown): a caller that stops the loop right after (a test, a worker) would otherwise leave
+            # sockets that the garbage collector reports as unclosed transports.
+            await asyncio.sleep(TLS_CLOSE_SECONDS if self._tls else 0)
 
     # -- what an Azure backend provides ------------------------------------------------------------------------
 

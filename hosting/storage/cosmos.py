@@ -131,6 +131,7 @@ class CosmosStorage(AzureStorage[CosmosTarget]):
             credential=credential,
             where=f"cosmos container {container!r} in database {database!r}",
             endpoint=public_host(endpoint),
+            tls=endpoint.startswith("https:"),
         )
         self.database_id = database
         self.container_id = container

@@ -289,8 +289,10 @@ async def open_scratch_storage(target: CosmosTarget) -> ScratchCosmosStorage:
 
     Not the product's ``direct_transport``: cosmosdb-server closes the connection after every answer, and without
     the SDK transport's ``~/.netrc`` lookups (a worker thread, which the loop's shutdown waits for) the last TLS
-    connection can still be shutting down when a test's event loop closes; CPython before 3.12.8 then warns of an
-    unclosed transport in whichever test runs next. tests/hosting/test_store_faults.py opens the product's way.
+    connection can still be shutting down when a test's event loop closes; CPython before 3.12.8 (and 3.13.0) then
+    warns of an unclosed transport in whichever test runs next. The store's ``close`` also waits for TLS connections
+    to finish closing (``hosting.storage._azure.TLS_CLOSE_SECONDS``). tests/hosting/test_store_faults.py opens the
+    product's way.
     """
     settings = target.settings(container=f"test-{uuid.uuid4().hex[:12]}")
     return await ScratchCosmosStorage.open(settings, **target.client_options, transport=None)
