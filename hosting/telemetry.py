@@ -25,6 +25,7 @@ turns met and retried), ``bot.redeliveries`` and ``bot.replies.undelivered``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -43,6 +44,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .logs import short_id
+from .storage.base import in_dropped_trace
 
 if TYPE_CHECKING:
     import yarl
@@ -173,29 +175,26 @@ class Telemetry:
         children); the caller fills the yielded record, which becomes the span's attributes and the metrics."""
         record = TurnRecord()
         started = time.perf_counter()
-        parent = trace.get_current_span()
-        if not parent.is_recording() and parent.get_span_context().is_valid:
-            # The request's trace was dropped by the sampler: the turn's span would be too. Metrics are not sampled.
+        # In a trace the sampler dropped, the turn's span would be dropped too: none is made. Metrics are not sampled.
+        scope = (
+            contextlib.nullcontext()
+            if in_dropped_trace()
+            else self.tracer.start_as_current_span(
+                name, kind=SpanKind.INTERNAL, record_exception=False, set_status_on_exception=False
+            )
+        )
+        with scope as span:
             try:
                 yield record
             finally:
-                self._count(record, activity, time.perf_counter() - started)
-            return
-        with self.tracer.start_as_current_span(
-            name, kind=SpanKind.INTERNAL, record_exception=False, set_status_on_exception=False
-        ) as span:
-            try:
-                yield record
-            finally:
-                self._record(span, record, activity)
-                self._count(record, activity, time.perf_counter() - started)
+                channel = _known(activity.channel_id, KNOWN_CHANNELS)
+                kind = _known(activity.type, KNOWN_TYPES)
+                if span is not None:
+                    self._record(span, record, activity, channel, kind)
+                self._count(record, channel, kind, time.perf_counter() - started)
 
-    def _count(self, record: TurnRecord, activity: Activity, seconds: float) -> None:
-        attributes = {
-            "outcome": record.outcome or "error",
-            "channel": _known(activity.channel_id, KNOWN_CHANNELS),
-            "activity.type": _known(activity.type, KNOWN_TYPES),
-        }
+    def _count(self, record: TurnRecord, channel: str, kind: str, seconds: float) -> None:
+        attributes = {"outcome": record.outcome or "error", "channel": channel, "activity.type": kind}
         self._turns.add(1, attributes)
         self._duration.record(seconds, attributes)
         if record.conflicts:
@@ -206,7 +205,7 @@ class Telemetry:
             self._undelivered.add(record.undelivered, attributes)
 
     @staticmethod
-    def _record(span: Span, record: TurnRecord, activity: Activity) -> None:
+    def _record(span: Span, record: TurnRecord, activity: Activity, channel: str, kind: str) -> None:
         if not span.is_recording():
             return
         conversation = activity.conversation.id if activity.conversation is not None else ""
@@ -217,8 +216,8 @@ class Telemetry:
                 "bot.turn.attempts": record.attempts,
                 "bot.turn.conflicts": record.conflicts,
                 "bot.delivery_mode": activity.delivery_mode or "normal",
-                "bot.channel": _known(activity.channel_id, KNOWN_CHANNELS),
-                "bot.activity.type": _known(activity.type, KNOWN_TYPES),
+                "bot.channel": channel,
+                "bot.activity.type": kind,
                 "bot.conversation": short_id(conversation),
                 "bot.user": pseudonym(user),
                 "bot.replies": record.replies,

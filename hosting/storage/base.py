@@ -63,7 +63,7 @@ MAX_DAMAGED_TEXT = 64 * 1024
 EXPIRES_AT = "$expiresAt"
 
 
-def _in_dropped_trace() -> bool:
+def in_dropped_trace() -> bool:
     """Whether the current span belongs to a trace the sampler dropped (a valid span that does not record)."""
     span = get_current_span()
     return not span.is_recording() and span.get_span_context().is_valid
@@ -456,7 +456,7 @@ class StateStorage(Storage):
         """Run one operation within ``operation_timeout`` and the caller's ``storage_deadline``; after a fault
         ``_heal`` repairs, try it once more. With a ``tracer`` the operation is a span (``sqlite read``), unless
         it is part of a trace the sampler dropped (its span would be dropped too)."""
-        if self.tracer is None or _in_dropped_trace():
+        if self.tracer is None or in_dropped_trace():
             return await self._attempt(action, operation)
         with self.tracer.start_as_current_span(
             f"{self.name} {action}",
